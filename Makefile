@@ -1,0 +1,44 @@
+# One virtualenv (.venv) serves every target; it is (re)built when the dependency files change.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DOCKERFILES := $(wildcard docker/*.Dockerfile)
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint typecheck hadolint pytest bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+## make run: emulated AWS (moto) + the services, on 127.0.0.1; Ctrl-C stops everything.
+run: $(STAMP)
+	$(PY) deploy/devstack.py
+
+## make test: lint, types, Dockerfiles, then the whole pytest suite.
+test: lint typecheck hadolint pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+hadolint: $(STAMP)
+	$(if $(DOCKERFILES),$(VENV)/bin/hadolint $(DOCKERFILES),@echo "no Dockerfiles yet")
+
+pytest: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make bench: the benchmarks under bench/, results printed and written to bench/results/.
+bench: $(STAMP)
+	$(PY) bench/upload.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

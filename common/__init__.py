@@ -1,0 +1,1 @@
+"""Runtime shared by both services: config, logging, AWS clients, HTTP shell, errors."""

@@ -1,0 +1,230 @@
+"""Settings parsed once from the environment: typed, validated, every error reported together.
+
+Each service has one frozen dataclass (``S3Settings``, ``SqsSettings``) that embeds the
+``CommonSettings`` below. Code receives settings objects; only this module's callers at process
+start read ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Environment variable names shared by both services.
+ENV_HOST = "HOST"
+ENV_PORT = "PORT"
+ENV_BASE_PATH = "BASE_PATH"
+ENV_AWS_REGION = "AWS_REGION"
+ENV_AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+ENV_AWS_RETRY_MODE = "AWS_RETRY_MODE"
+ENV_AWS_MAX_ATTEMPTS = "AWS_MAX_ATTEMPTS"
+ENV_AWS_CONNECT_TIMEOUT = "AWS_CONNECT_TIMEOUT"
+ENV_AWS_READ_TIMEOUT = "AWS_READ_TIMEOUT"
+ENV_AWS_MAX_POOL = "AWS_MAX_POOL_CONNECTIONS"
+ENV_LOG_LEVEL = "LOG_LEVEL"
+ENV_LOG_FORMAT = "LOG_FORMAT"
+ENV_SHUTDOWN_GRACE = "SHUTDOWN_GRACE_SECONDS"
+ENV_APP_VERSION = "APP_VERSION"
+
+_BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """One or more environment variables are missing or invalid; ``errors`` lists each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {e}" for e in errors))
+        self.errors = errors
+
+
+class EnvReader:
+    """Reads typed values from an environment mapping, collecting errors instead of raising.
+
+    Call :meth:`check` after reading everything: it raises one :class:`ConfigError` naming every
+    bad variable, so an operator fixes the task definition in one go rather than one per restart.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._env = environ
+        self.errors: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        """The stripped value, or None when unset or blank."""
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            self.errors.append(f"{name}={value!r} is not valid: expected {expected}")
+            return default
+
+    def text(self, name: str, default: str) -> str:
+        """A string value."""
+        return self.raw(name) or default
+
+    def optional(self, name: str) -> str | None:
+        """A string that may be absent."""
+        return self.raw(name)
+
+    def integer(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        """An integer within [lo, hi]."""
+
+        def parse(v: str) -> int:
+            n = int(v)
+            if not lo <= n <= hi:
+                raise ValueError
+            return n
+
+        return self._parse(name, default, parse, f"an integer from {lo} to {hi}")
+
+    def number(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        """A number within [lo, hi]."""
+
+        def parse(v: str) -> float:
+            n = float(v)
+            if not lo <= n <= hi:
+                raise ValueError
+            return n
+
+        return self._parse(name, default, parse, f"a number from {lo} to {hi}")
+
+    def flag(self, name: str, default: bool) -> bool:
+        """true/false, 1/0, yes/no, on/off."""
+
+        def parse(v: str) -> bool:
+            low = v.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+
+        return self._parse(name, default, parse, "true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of a fixed set of lower-case words."""
+
+        def parse(v: str) -> str:
+            if v.lower() not in choices:
+                raise ValueError
+            return v.lower()
+
+        return self._parse(name, default, parse, "one of " + ", ".join(choices))
+
+    def size(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        """A byte count: plain digits or with a KiB/MiB/GiB suffix (``8MiB``)."""
+        units = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+        def parse(v: str) -> int:
+            m = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", v)
+            if not m or m.group(2).lower() not in units:
+                raise ValueError
+            n = int(m.group(1)) * units[m.group(2).lower()]
+            if not lo <= n <= hi:
+                raise ValueError
+            return n
+
+        return self._parse(
+            name, default, parse, f"a byte count from {lo} to {hi} (suffix KiB, MiB or GiB)"
+        )
+
+    def check(self) -> None:
+        """Raise one ConfigError listing every problem seen so far."""
+        if self.errors:
+            raise ConfigError(self.errors)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("aws-upload-messaging")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+local"
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """How the service talks to AWS (or to the emulator when ``endpoint_url`` is set)."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    retry_mode: str = "standard"
+    max_attempts: int = 3
+    connect_timeout: float = 2.0
+    read_timeout: float = 10.0
+    max_pool_connections: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CommonSettings:
+    """Settings every service has: where it listens, how it logs, how it stops, how it reaches AWS."""
+
+    service: str
+    version: str
+    host: str
+    port: int
+    base_path: str
+    log_level: str
+    log_format: str
+    shutdown_grace: float
+    aws: AwsSettings
+
+
+def read_common(
+    env: EnvReader, *, service: str, default_port: int, default_base: str
+) -> CommonSettings:
+    """Read the shared settings; errors accumulate on ``env``."""
+    base_path = env.text(ENV_BASE_PATH, default_base).rstrip("/")
+    if not _BASE_PATH_RE.match(base_path):
+        env.errors.append(
+            f"{ENV_BASE_PATH}={base_path!r} is not valid: expected a path like /s3 "
+            "(letters, digits, . _ ~ -)"
+        )
+        base_path = default_base
+    region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or "us-east-1"
+    endpoint = env.optional(ENV_AWS_ENDPOINT_URL)
+    if endpoint is not None and not re.match(r"^https?://[^\s/]+", endpoint):
+        env.errors.append(
+            f"{ENV_AWS_ENDPOINT_URL}={endpoint!r} is not valid: expected http(s)://host"
+        )
+    return CommonSettings(
+        service=service,
+        version=env.text(ENV_APP_VERSION, _package_version()),
+        host=env.text(ENV_HOST, "0.0.0.0"),
+        port=env.integer(ENV_PORT, default_port, lo=1, hi=65535),
+        base_path=base_path,
+        log_level=env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS),
+        log_format=env.choice(ENV_LOG_FORMAT, "json", ("json", "console")),
+        shutdown_grace=env.number(ENV_SHUTDOWN_GRACE, 25.0, lo=0.0, hi=3600.0),
+        aws=AwsSettings(
+            region=region,
+            endpoint_url=endpoint,
+            retry_mode=env.choice(ENV_AWS_RETRY_MODE, "standard", ("standard", "adaptive")),
+            max_attempts=env.integer(ENV_AWS_MAX_ATTEMPTS, 3, lo=1, hi=10),
+            connect_timeout=env.number(ENV_AWS_CONNECT_TIMEOUT, 2.0, lo=0.1, hi=60.0),
+            read_timeout=env.number(ENV_AWS_READ_TIMEOUT, 10.0, lo=0.1, hi=900.0),
+            max_pool_connections=env.integer(ENV_AWS_MAX_POOL, 50, lo=1, hi=1000),
+        ),
+    )
+
+
+def load_or_exit(from_env: Callable[[Mapping[str, str]], T], environ: Mapping[str, str]) -> T:
+    """Parse settings at process start; on error print every problem and exit with status 2."""
+    import sys
+
+    try:
+        return from_env(environ)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(2) from None

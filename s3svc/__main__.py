@@ -1,0 +1,22 @@
+"""``python -m s3svc``: parse settings from the environment (exit 2 if invalid) and serve."""
+
+from __future__ import annotations
+
+import os
+
+from common.config import load_or_exit
+from common.logging import configure_logging
+from common.web import serve
+from s3svc.app import create_app
+from s3svc.config import S3Settings
+
+
+def main() -> None:
+    """Entry point of the container and of ``make run``."""
+    settings = load_or_exit(S3Settings.from_env, os.environ)
+    configure_logging(settings.common)
+    serve(create_app(settings), settings.common)
+
+
+if __name__ == "__main__":
+    main()

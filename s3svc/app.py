@@ -1,0 +1,208 @@
+"""s3svc's app factory and its one route, ``POST {BASE_PATH}/upload``."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.hdrs import CONTENT_TYPE
+
+from common.aws import aws_error_code, client_ctx
+from common.errors import (
+    BadRequest,
+    NotConfigured,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+)
+from common.logging import get_logger
+from common.web import REQUEST_ID, create_base_app, json_response
+from s3svc.config import S3Settings
+from s3svc.upload import ByteLimit, StoredFile, Uploader
+
+log = get_logger("s3svc.app")
+
+S3_SETTINGS: web.AppKey[S3Settings] = web.AppKey("s3_settings", S3Settings)
+S3_CLIENT: web.AppKey[Any] = web.AppKey("s3_client", object)
+UPLOADER: web.AppKey[Uploader] = web.AppKey("uploader", Uploader)
+
+FILE_FIELD = "file"
+# Form fields other than files are skipped; bound how many and how large, so a flood of tiny
+# fields or one huge text field cannot keep a request busy.
+MAX_OTHER_FIELDS = 100
+MAX_OTHER_FIELD_BYTES = 64 * 1024
+# Content-Length counts multipart framing as well as file bytes; allow this much of it per file
+# before deciding early that a body is too large.
+FRAMING_ALLOWANCE = 16 * 1024
+_MEDIA_TYPE_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+READY_CACHE_SECONDS = 5.0
+
+
+def _part_content_type(part: BodyPartReader) -> str:
+    raw = part.headers.get(CONTENT_TYPE, "").split(";")[0].strip().lower()
+    return raw if _MEDIA_TYPE_RE.match(raw) else "application/octet-stream"
+
+
+def _allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
+    if not allowed:
+        return True
+    major = content_type.split("/")[0]
+    return content_type in allowed or f"{major}/*" in allowed
+
+
+async def _drain(part: BodyPartReader) -> None:
+    """Skip a non-file field, refusing one larger than MAX_OTHER_FIELD_BYTES."""
+    seen = 0
+    while chunk := await part.read_chunk(8192):
+        seen += len(chunk)
+        if seen > MAX_OTHER_FIELD_BYTES:
+            raise PayloadTooLarge(
+                f"form field {part.name!r} exceeds {MAX_OTHER_FIELD_BYTES} bytes",
+                code="field_too_large",
+            )
+
+
+async def _open_multipart(request: web.Request) -> MultipartReader:
+    if request.content_type != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"expected multipart/form-data with a {FILE_FIELD!r} field "
+            f"(curl -F '{FILE_FIELD}=@path'), got {request.content_type!r}",
+            code="unsupported_media_type",
+        )
+    try:
+        return await request.multipart()
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise BadRequest(f"malformed multipart body: {exc}", code="malformed_multipart") from exc
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Store every ``file`` field of a multipart/form-data body as its own S3 object.
+
+    201 with the stored files. On an error after some files of the request were stored, the error
+    body lists them under ``stored`` (each stored file is complete; none is half-written).
+    """
+    settings = request.app[S3_SETTINGS]
+    if settings.bucket is None:
+        raise NotConfigured("uploads are disabled: BUCKET_NAME is not set", code="not_configured")
+    declared = request.content_length
+    allowance = FRAMING_ALLOWANCE * settings.max_files
+    if declared is not None and declared > settings.max_upload_bytes + allowance:
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes exceeds the upload limit of "
+            f"{settings.max_upload_bytes} bytes",
+            code="upload_too_large",
+        )
+    reader = await _open_multipart(request)
+    uploader = request.app[UPLOADER]
+    limit = ByteLimit(settings.max_upload_bytes)
+    stored: list[StoredFile] = []
+    others = 0
+    try:
+        while True:
+            try:
+                part = await reader.next()
+            except (ValueError, AssertionError, RuntimeError) as exc:
+                raise BadRequest(
+                    f"malformed multipart body: {exc}", code="malformed_multipart"
+                ) from exc
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise BadRequest(
+                    "nested multipart bodies are not supported", code="malformed_multipart"
+                )
+            if part.name != FILE_FIELD or part.filename is None:
+                others += 1
+                if others > MAX_OTHER_FIELDS:
+                    raise BadRequest(
+                        f"more than {MAX_OTHER_FIELDS} non-file form fields", code="too_many_fields"
+                    )
+                await _drain(part)
+                continue
+            if len(stored) >= settings.max_files:
+                raise BadRequest(
+                    f"more than {settings.max_files} files in one request", code="too_many_files"
+                )
+            content_type = _part_content_type(part)
+            if not _allowed(content_type, settings.allowed_content_types):
+                raise UnsupportedMediaType(
+                    f"content type {content_type!r} is not allowed; allowed: "
+                    + ", ".join(settings.allowed_content_types),
+                    code="content_type_not_allowed",
+                )
+            # An upper bound on the file's size, so a huge file gets parts large enough for S3.
+            bound = min(declared or settings.max_upload_bytes, settings.max_upload_bytes)
+            stored.append(await uploader.store(part, content_type, limit, bound))
+    except ServiceError as exc:
+        if stored:
+            exc.details["stored"] = [f.as_json() for f in stored]
+        raise
+    finally:
+        structlog.contextvars.bind_contextvars(
+            files=len(stored), size=sum(f.size for f in stored), bucket=settings.bucket
+        )
+    if not stored:
+        raise BadRequest(
+            f"no file in the form: send the file in a field named {FILE_FIELD!r} "
+            f"(curl -F '{FILE_FIELD}=@path')",
+            code="missing_file",
+        )
+    return json_response(
+        {"files": [f.as_json() for f in stored], "request_id": request[REQUEST_ID]}, status=201
+    )
+
+
+async def readiness(app: web.Application) -> str | None:
+    """Ready when the bucket is configured and S3 answers for it, using only our own permissions.
+
+    The task role may not ``s3:ListBucket`` (so no ``head_bucket``); aborting an upload id that
+    does not exist needs only ``s3:AbortMultipartUpload`` and answers ``NoSuchUpload`` when the
+    bucket is there and reachable. The answer is cached for a few seconds.
+    """
+    settings = app[S3_SETTINGS]
+    if settings.bucket is None:
+        return "BUCKET_NAME is not set (local-safe mode)"
+    cache = app[READY_CACHE]
+    now = time.monotonic()
+    if now - cache.get("at", -1e9) < READY_CACHE_SECONDS:
+        return cache.get("reason")
+    reason: str | None
+    try:
+        await app[S3_CLIENT].abort_multipart_upload(
+            Bucket=settings.bucket, Key=f"{settings.key_prefix}.ready-probe", UploadId="ready-probe"
+        )
+        reason = None
+    except Exception as exc:
+        code = aws_error_code(exc)
+        reason = (
+            None
+            if code == "NoSuchUpload"
+            else f"S3 bucket not usable: {code or type(exc).__name__}"
+        )
+    cache.update(at=now, reason=reason)
+    return reason
+
+
+READY_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("ready_cache", dict)
+
+
+def create_app(settings: S3Settings) -> web.Application:
+    """Build s3svc: health/ready from ``common``, the S3 client and uploader in ``cleanup_ctx``."""
+    app = create_base_app(settings.common, readiness)
+    app[S3_SETTINGS] = settings
+    app[READY_CACHE] = {}
+    app.cleanup_ctx.append(client_ctx("s3", settings.common.aws, S3_CLIENT))
+
+    async def uploader_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[UPLOADER] = Uploader(app[S3_CLIENT], settings)
+        yield
+
+    app.cleanup_ctx.append(uploader_ctx)
+    app.router.add_post(f"{settings.common.base_path}/upload", upload)
+    return app

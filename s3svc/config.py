@@ -1,0 +1,100 @@
+"""s3svc settings, parsed once from the environment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from common.config import CommonSettings, EnvReader, read_common
+
+SERVICE = "s3svc"
+MIB = 1024**2
+GIB = 1024**3
+
+ENV_BUCKET = "BUCKET_NAME"
+ENV_KEY_PREFIX = "KEY_PREFIX"
+ENV_PART_SIZE = "PART_SIZE"
+ENV_MAX_INFLIGHT = "UPLOAD_MAX_INFLIGHT_PARTS"
+ENV_MEMORY_BUDGET = "UPLOAD_MEMORY_BUDGET"
+ENV_MAX_UPLOAD = "MAX_UPLOAD_BYTES"
+ENV_MAX_FILES = "MAX_FILES"
+ENV_ALLOWED_TYPES = "ALLOWED_CONTENT_TYPES"
+ENV_SSE = "S3_SSE"
+ENV_KMS_KEY = "S3_SSE_KMS_KEY_ID"
+
+# S3's own limits (DESIGN.md): parts 5 MiB-5 GiB, at most 10,000 parts.
+MIN_PART_SIZE = 5 * MIB
+MAX_PART_SIZE = 5 * GIB
+MAX_PARTS = 10_000
+
+_PREFIX_RE = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*$")
+_TYPE_PATTERN_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """Everything s3svc needs; ``bucket`` None means local-safe mode (uploads answer 503)."""
+
+    common: CommonSettings
+    bucket: str | None
+    key_prefix: str = "uploads/"
+    part_size: int = 8 * MIB
+    max_inflight_parts: int = 3
+    memory_budget: int = 256 * MIB
+    max_upload_bytes: int = 5 * GIB
+    max_files: int = 10
+    allowed_content_types: tuple[str, ...] = ()
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
+        """Parse and validate; raises ConfigError listing every problem."""
+        env = EnvReader(environ)
+        common = read_common(env, service=SERVICE, default_port=8080, default_base="/s3")
+        prefix = env.text(ENV_KEY_PREFIX, "uploads/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if not _PREFIX_RE.match(prefix):
+            env.errors.append(
+                f"{ENV_KEY_PREFIX}={prefix!r} is not valid: expected segments like uploads/ "
+                "(letters, digits, !_.*'()-)"
+            )
+        types = tuple(
+            t.strip().lower()
+            for t in (env.optional(ENV_ALLOWED_TYPES) or "").split(",")
+            if t.strip()
+        )
+        bad = [t for t in types if not _TYPE_PATTERN_RE.match(t)]
+        if bad:
+            env.errors.append(
+                f"{ENV_ALLOWED_TYPES} has invalid media types {bad}: expected type/subtype or type/*"
+            )
+        sse_raw = env.choice(ENV_SSE, "none", ("none", "aes256", "aws:kms"))
+        sse = {"none": None, "aes256": "AES256", "aws:kms": "aws:kms"}[sse_raw]
+        kms_key = env.optional(ENV_KMS_KEY)
+        if kms_key and sse != "aws:kms":
+            env.errors.append(f"{ENV_KMS_KEY} is set but {ENV_SSE} is not aws:kms")
+        part_size = env.size(ENV_PART_SIZE, 8 * MIB, lo=MIN_PART_SIZE, hi=MAX_PART_SIZE)
+        budget = env.size(ENV_MEMORY_BUDGET, 256 * MIB, lo=MIN_PART_SIZE, hi=64 * GIB)
+        if budget < part_size:
+            env.errors.append(
+                f"{ENV_MEMORY_BUDGET}={budget} is smaller than {ENV_PART_SIZE}={part_size}: "
+                "one part must fit in the budget"
+            )
+        settings = cls(
+            common=common,
+            bucket=env.optional(ENV_BUCKET),
+            key_prefix=prefix,
+            part_size=part_size,
+            max_inflight_parts=env.integer(ENV_MAX_INFLIGHT, 3, lo=1, hi=64),
+            memory_budget=budget,
+            max_upload_bytes=env.size(ENV_MAX_UPLOAD, 5 * GIB, lo=1, hi=5 * 1024 * GIB),
+            max_files=env.integer(ENV_MAX_FILES, 10, lo=1, hi=1000),
+            allowed_content_types=types,
+            sse=sse,
+            sse_kms_key_id=kms_key,
+        )
+        env.check()
+        return settings

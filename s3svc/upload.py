@@ -1,0 +1,440 @@
+"""Streaming one form-data file into S3 with bounded memory and nothing half-written.
+
+A file is read in blocks of ``part_size``. If it ends within the first block it is one
+``put_object``; otherwise it becomes a multipart upload whose parts are sent while the next block
+is read, at most ``max_inflight_parts`` at a time. Every block in memory holds a reservation in a
+process-wide :class:`MemoryBudget`, so many concurrent uploads slow down instead of exhausting
+memory. Any failure, cancellation or client disconnect aborts the multipart upload.
+
+Integrity: the SHA-256 of the whole file is computed while streaming (returned and stored as
+metadata); S3 verifies each part against its own SHA-256 (``ChecksumAlgorithm``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import BodyPartReader
+
+from common.aws import is_aws_failure, to_service_error
+from common.errors import BadRequest, PayloadTooLarge
+from common.logging import get_logger
+from s3svc.config import MAX_PART_SIZE, MAX_PARTS, MIB, S3Settings
+from s3svc.keys import make_key, metadata_filename
+
+log = get_logger("s3svc.upload")
+
+# Size of each read from the request body. Large enough to keep per-chunk overhead low, small
+# enough that a block overshoots its reservation by little.
+READ_CHUNK = 256 * 1024
+# Abort must finish even while the request is being cancelled; bound it so shutdown cannot hang.
+ABORT_TIMEOUT = 10.0
+
+
+class MemoryBudget:
+    """A process-wide byte budget: ``acquire(n)`` waits until ``n`` bytes fit, first come first served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, n: int) -> None:
+        """Reserve ``n`` bytes, waiting for releases if the budget is spent."""
+        if n > self.limit:
+            raise ValueError(f"cannot reserve {n} bytes from a budget of {self.limit}")
+        if not self._waiters and self.used + n <= self.limit:
+            self.used += n
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Granted just as we were cancelled: hand the bytes back.
+                self.release(n)
+            else:
+                self._wake()
+            raise
+
+    def release(self, n: int) -> None:
+        """Return ``n`` bytes and wake waiters that now fit."""
+        self.used -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            if self.used + n > self.limit:
+                break
+            self._waiters.popleft()
+            self.used += n
+            fut.set_result(None)
+
+
+class ByteLimit:
+    """Counts file bytes across one request and fails the moment ``limit`` is crossed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more bytes."""
+        self.total += n
+        if self.total > self.limit:
+            raise PayloadTooLarge(
+                f"upload exceeds the limit of {self.limit} bytes", code="upload_too_large"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """What the caller is told about one stored file."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    etag: str
+    content_type: str
+    filename: str | None
+    parts: int
+    version_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The response item: ``version_id`` only when the bucket is versioned."""
+        out: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "size": self.size,
+            "sha256": self.sha256,
+            "etag": self.etag,
+            "content_type": self.content_type,
+            "filename": self.filename,
+        }
+        if self.version_id:
+            out["version_id"] = self.version_id
+        return out
+
+
+@dataclass
+class _Source:
+    """Reads fixed-size blocks from one form-data part, hashing and counting as it goes."""
+
+    part: BodyPartReader
+    limit: ByteLimit
+    hasher: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    carry: bytes = b""
+
+    async def read_block(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end of the file."""
+        chunks: list[bytes] = []
+        have = 0
+        if self.carry:
+            chunks.append(self.carry)
+            have = len(self.carry)
+            self.carry = b""
+        while have < n:
+            chunk = await self._read(READ_CHUNK)
+            if not chunk:
+                break
+            self._count(chunk)
+            if have + len(chunk) > n:
+                # read_chunk may return a little more than asked; keep the excess for later.
+                cut = n - have
+                self.carry = chunk[cut:]
+                chunk = chunk[:cut]
+            chunks.append(chunk)
+            have += len(chunk)
+        return b"".join(chunks)
+
+    async def at_end(self) -> bool:
+        """True when nothing follows; otherwise the next bytes wait in ``carry``."""
+        if self.carry:
+            return False
+        chunk = await self._read(READ_CHUNK)
+        if not chunk:
+            return True
+        self._count(chunk)
+        self.carry = chunk
+        return False
+
+    async def _read(self, size: int) -> bytes:
+        try:
+            chunk = await self.part.read_chunk(size)
+        except (ValueError, AssertionError, RuntimeError) as exc:
+            # aiohttp's multipart parser reports a malformed or truncated body this way.
+            raise BadRequest(
+                f"malformed multipart body: {exc}", code="malformed_multipart"
+            ) from exc
+        if not chunk and not self.part.at_eof():
+            # The body ended before this part's closing boundary: the file may be cut short,
+            # so it must not be stored as if complete.
+            raise BadRequest(
+                "multipart body ended before the file's closing boundary (truncated upload)",
+                code="malformed_multipart",
+            )
+        return chunk
+
+    def _count(self, chunk: bytes) -> None:
+        self.limit.add(len(chunk))
+        self.hasher.update(chunk)
+        self.size += len(chunk)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _part_size_for(declared: int | None, part_size: int) -> int:
+    """Raise the part size so a file of ``declared`` bytes fits in S3's 10,000 parts."""
+    if declared is None or declared <= part_size * MAX_PARTS:
+        return part_size
+    needed = -(-declared // MAX_PARTS)
+    return min(MAX_PART_SIZE, -(-needed // MIB) * MIB)
+
+
+class Uploader:
+    """Stores form-data parts in S3; one per app, shared by all requests."""
+
+    def __init__(self, client: Any, settings: S3Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.budget = MemoryBudget(settings.memory_budget)
+
+    def _object_args(self, content_type: str, filename: str | None) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "ContentType": content_type,
+            "Metadata": {"original-filename": metadata_filename(filename)},
+        }
+        if self.settings.sse:
+            args["ServerSideEncryption"] = self.settings.sse
+            if self.settings.sse_kms_key_id:
+                args["SSEKMSKeyId"] = self.settings.sse_kms_key_id
+        return args
+
+    async def store(
+        self,
+        part: BodyPartReader,
+        content_type: str,
+        limit: ByteLimit,
+        declared_size: int | None = None,
+    ) -> StoredFile:
+        """Stream one file part into a new object and return what was stored."""
+        bucket = self.settings.bucket
+        assert bucket is not None  # the handler refuses uploads in local-safe mode
+        key = make_key(self.settings.key_prefix, part.filename)
+        source = _Source(part, limit)
+        part_size = _part_size_for(declared_size, self.settings.part_size)
+
+        await self.budget.acquire(part_size)
+        try:
+            first = await source.read_block(part_size)
+            single = len(first) < part_size or await source.at_end()
+        except BaseException:
+            self.budget.release(part_size)
+            raise
+        if single:
+            try:
+                return await self._put(bucket, key, first, source, content_type, part.filename)
+            finally:
+                self.budget.release(part_size)
+        return await self._multipart(
+            bucket, key, first, part_size, source, content_type, part.filename
+        )
+
+    async def _put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        source: _Source,
+        content_type: str,
+        filename: str | None,
+    ) -> StoredFile:
+        if not data:
+            raise BadRequest(f"file {filename!r} is empty", code="empty_file")
+        digest = source.hasher.digest()
+        args = self._object_args(content_type, filename)
+        args["Metadata"]["sha256"] = digest.hex()
+        try:
+            resp = await self.client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ChecksumSHA256=_b64(digest),
+                IfNoneMatch="*",
+                **args,
+            )
+        except Exception as exc:
+            if is_aws_failure(exc):
+                raise to_service_error(exc, "S3") from exc
+            raise
+        log.info("object_stored", bucket=bucket, key=key, size=source.size, parts=1)
+        return StoredFile(
+            bucket=bucket,
+            key=key,
+            size=source.size,
+            sha256=digest.hex(),
+            etag=str(resp.get("ETag", "")).strip('"'),
+            content_type=content_type,
+            filename=filename,
+            parts=1,
+            version_id=resp.get("VersionId"),
+        )
+
+    async def _multipart(
+        self,
+        bucket: str,
+        key: str,
+        first: bytes,
+        part_size: int,
+        source: _Source,
+        content_type: str,
+        filename: str | None,
+    ) -> StoredFile:
+        # ``first`` arrives holding a reservation of part_size bytes; every block below does too.
+        args = self._object_args(content_type, filename)
+        try:
+            created = await self.client.create_multipart_upload(
+                Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **args
+            )
+        except BaseException as exc:
+            self.budget.release(part_size)
+            if is_aws_failure(exc):
+                raise to_service_error(exc, "S3") from exc
+            raise
+        upload_id: str = created["UploadId"]
+        slots = asyncio.Semaphore(self.settings.max_inflight_parts)
+        tasks: list[asyncio.Task[dict[str, Any]]] = []
+
+        async def send(number: int, block: bytes) -> dict[str, Any]:
+            try:
+                checksum = _b64(await asyncio.to_thread(_sha256, block))
+                resp = await self.client.upload_part(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=block,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+                return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+            finally:
+                slots.release()
+                self.budget.release(part_size)
+
+        def failed() -> BaseException | None:
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    return t.exception()
+            return None
+
+        async def dispatch(block: bytes) -> None:
+            # The block's reservation passes to the task, which returns it when done.
+            try:
+                await slots.acquire()
+            except BaseException:
+                self.budget.release(part_size)
+                raise
+            number = len(tasks) + 1
+            if number > MAX_PARTS:
+                slots.release()
+                self.budget.release(part_size)
+                raise PayloadTooLarge(
+                    f"file needs more than {MAX_PARTS} parts", code="upload_too_large"
+                )
+            tasks.append(asyncio.create_task(send(number, block)))
+
+        try:
+            await dispatch(first)
+            del first
+            while True:
+                if (part_error := failed()) is not None:
+                    raise part_error
+                await self.budget.acquire(part_size)
+                try:
+                    block = await source.read_block(part_size)
+                except BaseException:
+                    self.budget.release(part_size)
+                    raise
+                if not block:
+                    self.budget.release(part_size)
+                    break
+                await dispatch(block)
+                del block
+            parts = await asyncio.gather(*tasks)
+            digest = source.hasher.digest()
+            resp = await self.client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except BaseException as exc:
+            await self._abort(bucket, key, upload_id, tasks, exc)
+            if is_aws_failure(exc):
+                raise to_service_error(exc, "S3") from exc
+            raise
+        log.info("object_stored", bucket=bucket, key=key, size=source.size, parts=len(tasks))
+        return StoredFile(
+            bucket=bucket,
+            key=key,
+            size=source.size,
+            sha256=digest.hex(),
+            etag=str(resp.get("ETag", "")).strip('"'),
+            content_type=content_type,
+            filename=filename,
+            parts=len(tasks),
+            version_id=resp.get("VersionId"),
+        )
+
+    async def _abort(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        tasks: list[asyncio.Task[dict[str, Any]]],
+        cause: BaseException,
+    ) -> None:
+        """Cancel outstanding parts and abort the upload, even while being cancelled ourselves."""
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        async def abort() -> None:
+            await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+        await _shielded(abort, bucket=bucket, key=key, upload_id=upload_id, cause=cause)
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+async def _shielded(call: Callable[[], Awaitable[None]], **context: Any) -> None:
+    """Run ``call`` to completion (bounded by ABORT_TIMEOUT) even if our task is cancelled."""
+    task = asyncio.ensure_future(asyncio.wait_for(call(), ABORT_TIMEOUT))
+    cause = context.pop("cause")
+    try:
+        await asyncio.shield(task)
+        log.info("upload_aborted", reason=type(cause).__name__, **context)
+    except asyncio.CancelledError:
+        # Cancelled again while aborting: let the abort finish in the background.
+        raise
+    except Exception:
+        log.exception("abort_failed", **context)

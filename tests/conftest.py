@@ -1,0 +1,147 @@
+"""Shared fixtures: one moto server per session, fresh AWS resources per test, apps built for real.
+
+Layers (as in aiobotocore's own tests): ``moto_url`` (a ``ThreadedMotoServer`` on a free
+loopback port) -> ``aws_settings`` pointing at it -> the real app factory -> ``aiohttp_client``.
+The developer's own AWS profile and environment never reach a test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from common.aws import open_client
+from common.config import AwsSettings, CommonSettings
+from s3svc.config import MIB, S3Settings
+
+REGION = "us-east-1"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One real moto server, spoken to over HTTP, for the whole session."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_aws_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No AWS_* from the developer's shell or profile; fake credentials moto accepts."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    empty = tmp_path_factory.mktemp("aws") / "empty"
+    empty.touch()
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def aws_settings(moto_url: str) -> AwsSettings:
+    """AWS settings pointing at the session's moto server."""
+    return AwsSettings(region=REGION, endpoint_url=moto_url, max_attempts=2, read_timeout=30.0)
+
+
+@pytest.fixture
+async def s3(aws_settings: AwsSettings, _isolated_aws_env: None) -> AsyncIterator[Any]:
+    """A plain aiobotocore S3 client on moto, for arranging and asserting."""
+    async with open_client("s3", aws_settings) as client:
+        yield client
+
+
+async def empty_bucket(s3: Any, bucket: str) -> None:
+    """Abort every multipart upload and delete every object of ``bucket``."""
+    uploads = await s3.list_multipart_uploads(Bucket=bucket)
+    for up in uploads.get("Uploads", []):
+        await s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+    listed = await s3.list_object_versions(Bucket=bucket)
+    for obj in listed.get("Versions", []) + listed.get("DeleteMarkers", []):
+        await s3.delete_object(Bucket=bucket, Key=obj["Key"], VersionId=obj["VersionId"])
+
+
+@pytest.fixture
+async def bucket(s3: Any) -> AsyncIterator[str]:
+    """A fresh, empty bucket; emptied and removed afterwards."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    await s3.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        await empty_bucket(s3, name)
+        await s3.delete_bucket(Bucket=name)
+
+
+def common_settings(
+    service: str, aws: AwsSettings, base_path: str, **overrides: Any
+) -> CommonSettings:
+    """CommonSettings for a test app (port unused: the test server picks its own)."""
+    settings = CommonSettings(
+        service=service,
+        version="test",
+        host="127.0.0.1",
+        port=0,
+        base_path=base_path,
+        log_level="info",
+        log_format="json",
+        shutdown_grace=5.0,
+        aws=aws,
+    )
+    return replace(settings, **overrides)
+
+
+@pytest.fixture
+def make_s3_settings(aws_settings: AwsSettings, bucket: str) -> Callable[..., S3Settings]:
+    """Build S3Settings for the test bucket with the smallest legal part size; override freely."""
+
+    def make(**overrides: Any) -> S3Settings:
+        base = S3Settings(
+            common=common_settings("s3svc", aws_settings, "/s3"),
+            bucket=bucket,
+            part_size=5 * MIB,
+            max_inflight_parts=2,
+            memory_budget=64 * MIB,
+        )
+        return replace(base, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def service_env(moto_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a service subprocess: moto endpoint, fake credentials, nothing else of ours."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FAKE_CREDENTIALS)
+    empty = tmp_path / "aws-empty"
+    empty.touch()
+    env.update(
+        AWS_CONFIG_FILE=str(empty),
+        AWS_SHARED_CREDENTIALS_FILE=str(empty),
+        AWS_ENDPOINT_URL=moto_url,
+        AWS_REGION=REGION,
+        PYTHONUNBUFFERED="1",
+    )
+    return env

@@ -1,0 +1,284 @@
+"""POST /s3/upload against a real moto server: stored bytes, hashes, keys, limits and errors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from s3svc.app import create_app
+from s3svc.config import MIB, S3Settings
+
+PART = 5 * MIB
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+) -> Client:
+    """s3svc built by its real factory, on a real socket, talking to moto."""
+    c: Client = await aiohttp_client(create_app(make_s3_settings()))
+    return c
+
+
+def form(*files: tuple[str, bytes, str]) -> aiohttp.FormData:
+    """multipart/form-data with one ``file`` field per (filename, data, content type)."""
+    data = aiohttp.FormData()
+    for name, content, ctype in files:
+        data.add_field("file", content, filename=name, content_type=ctype)
+    return data
+
+
+async def assert_stored(s3: Any, item: dict[str, Any], data: bytes) -> None:
+    """The object holds exactly ``data`` and the response's SHA-256 matches it."""
+    sha = hashlib.sha256(data).hexdigest()
+    assert item["sha256"] == sha
+    assert item["size"] == len(data)
+    obj = await s3.get_object(Bucket=item["bucket"], Key=item["key"])
+    async with obj["Body"] as body:
+        stored = await body.read()
+    assert hashlib.sha256(stored).hexdigest() == sha
+    # Metadata is fixed when an upload starts, so only a single PUT can carry the whole-file hash;
+    # a multipart object carries S3's composite per-part SHA-256 instead.
+    if "-" not in item["etag"]:
+        assert obj["Metadata"]["sha256"] == sha
+
+
+async def no_leftovers(s3: Any, bucket: str) -> None:
+    """No multipart upload is left open in ``bucket``."""
+    uploads = await s3.list_multipart_uploads(Bucket=bucket)
+    assert uploads.get("Uploads", []) == []
+
+
+@pytest.mark.parametrize(
+    "size",
+    [1, PART - 1, PART, PART + 1, 3 * PART + 12345],
+    ids=["1B", "part-1", "part", "part+1", "3.x-parts"],
+)
+async def test_upload_sizes_store_exact_bytes(
+    client: Client, s3: Any, bucket: str, size: int
+) -> None:
+    """Every size around the part boundary is stored byte for byte; multipart only above one part."""
+    data = os.urandom(size)
+    resp = await client.post(
+        "/s3/upload", data=form(("blob.bin", data, "application/octet-stream"))
+    )
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    (item,) = body["files"]
+    assert item["bucket"] == bucket
+    assert item["content_type"] == "application/octet-stream"
+    await assert_stored(s3, item, data)
+    # A multipart ETag ends in -<parts>; a single PUT's does not.
+    if size > PART:
+        assert item["etag"].endswith(f"-{-(-size // PART)}")
+    else:
+        assert "-" not in item["etag"]
+    await no_leftovers(s3, bucket)
+
+
+async def test_multipart_parts_carry_s3_checksums(client: Client, s3: Any) -> None:
+    """S3 is asked to verify each part: the object reports a composite SHA-256 checksum."""
+    data = os.urandom(2 * PART + 10)
+    resp = await client.post("/s3/upload", data=form(("c.bin", data, "application/octet-stream")))
+    (item,) = (await resp.json())["files"]
+    head = await s3.head_object(Bucket=item["bucket"], Key=item["key"], ChecksumMode="ENABLED")
+    digests = b"".join(
+        hashlib.sha256(data[i : i + PART]).digest() for i in range(0, len(data), PART)
+    )
+    composite = base64.b64encode(hashlib.sha256(digests).digest()).decode()
+    # AWS appends "-<parts>"; moto returns the bare composite (DESIGN.md, moto's gaps).
+    assert head["ChecksumSHA256"].split("-")[0] == composite
+
+
+async def test_zero_byte_file_is_rejected(client: Client, s3: Any, bucket: str) -> None:
+    """An empty file is a 400 and stores nothing."""
+    resp = await client.post("/s3/upload", data=form(("empty.txt", b"", "text/plain")))
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"] == "empty_file"
+    assert (await s3.list_objects_v2(Bucket=bucket)).get("KeyCount") == 0
+
+
+async def test_several_files_in_one_request(client: Client, s3: Any) -> None:
+    """Each file field becomes its own object, in request order."""
+    files = [("a.txt", b"alpha", "text/plain"), ("b.bin", os.urandom(PART + 7), "image/png")]
+    resp = await client.post("/s3/upload", data=form(*files))
+    assert resp.status == 201
+    items = (await resp.json())["files"]
+    assert [i["filename"] for i in items] == ["a.txt", "b.bin"]
+    assert items[1]["content_type"] == "image/png"
+    for item, (_, data, _) in zip(items, files, strict=True):
+        await assert_stored(s3, item, data)
+    head = await s3.head_object(Bucket=items[1]["bucket"], Key=items[1]["key"])
+    assert head["ContentType"] == "image/png"
+
+
+async def test_non_ascii_filename_is_folded_and_kept_in_metadata(client: Client, s3: Any) -> None:
+    """The key gets an ASCII name; the original survives, percent-encoded, in metadata."""
+    name = "résumé 📄.txt"
+    resp = await client.post("/s3/upload", data=form((name, b"cv", "text/plain")))
+    assert resp.status == 201
+    (item,) = (await resp.json())["files"]
+    assert item["key"].endswith("/resume_.txt")
+    assert item["key"].isascii()
+    head = await s3.head_object(Bucket=item["bucket"], Key=item["key"])
+    assert unquote(head["Metadata"]["original-filename"]) == name
+
+
+async def test_path_traversal_filename_never_shapes_the_key(client: Client, s3: Any) -> None:
+    """``../../etc/passwd`` is reduced to its last segment under the server's own prefix."""
+    resp = await client.post("/s3/upload", data=form(("../../etc/passwd", b"root:x", "text/plain")))
+    assert resp.status == 201
+    (item,) = (await resp.json())["files"]
+    key = item["key"]
+    assert key.startswith("uploads/")
+    assert ".." not in key
+    assert "/etc/" not in key
+    assert key.endswith("/passwd")
+    await assert_stored(s3, item, b"root:x")
+
+
+async def test_missing_file_field(client: Client) -> None:
+    """A form without a ``file`` field is a 400 that says how to send one."""
+    data = aiohttp.FormData(default_to_multipart=True)
+    data.add_field("note", "hello")
+    resp = await client.post("/s3/upload", data=data)
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"] == "missing_file"
+    assert "file=@" in body["message"]
+
+
+async def test_not_multipart_is_415(client: Client) -> None:
+    """A JSON body is the wrong media type."""
+    resp = await client.post("/s3/upload", json={"file": "x"})
+    assert resp.status == 415
+    assert (await resp.json())["error"] == "unsupported_media_type"
+
+
+async def test_multipart_without_boundary_is_400(client: Client) -> None:
+    """A multipart Content-Type with no boundary is malformed."""
+    resp = await client.post(
+        "/s3/upload", data=b"xx", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"] == "malformed_multipart"
+
+
+async def test_unterminated_multipart_is_400_and_stores_nothing(
+    client: Client, s3: Any, bucket: str
+) -> None:
+    """A body cut off before its closing boundary is rejected, leaving nothing behind."""
+    body = (
+        b"--XyZ\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="t.bin"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + b"a" * 1000
+    )
+    resp = await client.post(
+        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=XyZ"}
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "malformed_multipart"
+    assert (await s3.list_objects_v2(Bucket=bucket)).get("KeyCount") == 0
+    await no_leftovers(s3, bucket)
+
+
+async def test_too_many_files(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+) -> None:
+    """More files than MAX_FILES is a 400 that lists what was already stored."""
+    client = await aiohttp_client(create_app(make_s3_settings(max_files=2)))
+    files = [(f"{i}.txt", b"x", "text/plain") for i in range(3)]
+    resp = await client.post("/s3/upload", data=form(*files))
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"] == "too_many_files"
+    assert len(body["stored"]) == 2
+
+
+async def test_content_type_allow_list(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+) -> None:
+    """Only allowed media types (``image/*`` style patterns too) are accepted."""
+    app = create_app(make_s3_settings(allowed_content_types=("image/*", "application/pdf")))
+    client = await aiohttp_client(app)
+    ok = await client.post("/s3/upload", data=form(("p.png", b"png", "image/png")))
+    assert ok.status == 201
+    bad = await client.post("/s3/upload", data=form(("x.sh", b"#!", "text/x-shellscript")))
+    assert bad.status == 415
+    assert (await bad.json())["error"] == "content_type_not_allowed"
+
+
+async def test_declared_length_over_limit_is_413_before_reading(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+) -> None:
+    """A Content-Length already over MAX_UPLOAD_BYTES is refused up front."""
+    client = await aiohttp_client(create_app(make_s3_settings(max_upload_bytes=1000, max_files=1)))
+    resp = await client.post("/s3/upload", data=form(("big.bin", b"z" * 100_000, "text/plain")))
+    assert resp.status == 413
+    assert (await resp.json())["error"] == "upload_too_large"
+
+
+async def test_streamed_body_over_limit_aborts_upload(
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    s3: Any,
+    bucket: str,
+) -> None:
+    """Without Content-Length the limit is enforced while streaming, and the upload aborted."""
+    client = await aiohttp_client(create_app(make_s3_settings(max_upload_bytes=2 * PART)))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3 * PART // MIB):
+            yield b"q" * MIB
+
+    writer = aiohttp.MultipartWriter("form-data")
+    payload = writer.append(chunks(), {"Content-Type": "application/octet-stream"})
+    payload.set_content_disposition("form-data", name="file", filename="huge.bin")
+    resp = await client.post("/s3/upload", data=writer)
+    assert resp.status == 413
+    assert (await resp.json())["error"] == "upload_too_large"
+    await no_leftovers(s3, bucket)
+    assert (await s3.list_objects_v2(Bucket=bucket)).get("KeyCount") == 0
+
+
+async def test_other_form_fields_are_skipped(client: Client, s3: Any) -> None:
+    """Non-file fields next to the file do not become objects."""
+    data = form(("f.txt", b"payload", "text/plain"))
+    data.add_field("description", "a note")
+    resp = await client.post("/s3/upload", data=data)
+    assert resp.status == 201
+    assert len((await resp.json())["files"]) == 1
+
+
+async def test_sse_setting_reaches_s3(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings], s3: Any
+) -> None:
+    """With S3_SSE=AES256, both single and multipart objects are encrypted at rest."""
+    client = await aiohttp_client(create_app(make_s3_settings(sse="AES256")))
+    for size in (10, PART + 1):
+        resp = await client.post("/s3/upload", data=form(("e.bin", os.urandom(size), "text/plain")))
+        (item,) = (await resp.json())["files"]
+        head = await s3.head_object(Bucket=item["bucket"], Key=item["key"])
+        assert head["ServerSideEncryption"] == "AES256"
+
+
+async def test_versioned_bucket_returns_version_id(client: Client, s3: Any, bucket: str) -> None:
+    """When the bucket is versioned, the response names the version stored."""
+    await s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    resp = await client.post("/s3/upload", data=form(("v.txt", b"v1", "text/plain")))
+    (item,) = (await resp.json())["files"]
+    assert item["version_id"]
+    head = await s3.head_object(Bucket=bucket, Key=item["key"])
+    assert head["VersionId"] == item["version_id"]
