@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## make run: emulated AWS (moto) + the services, on 127.0.0.1; Ctrl-C stops everything.
 run: $(STAMP)
-	$(PY) deploy/devstack.py
+	$(PY) deploy/devstack.py $(ARGS)
 
 ## make test: lint, types, Dockerfiles, then the whole pytest suite.
 test: lint typecheck hadolint pytest

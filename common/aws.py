@@ -50,7 +50,8 @@ def client_config(aws: AwsSettings) -> AioConfig:
     """Retries, timeouts and pool size for every client of this process."""
     return AioConfig(
         region_name=aws.region,
-        retries={"mode": aws.retry_mode, "max_attempts": aws.max_attempts},
+        # total_max_attempts counts the first try too, as AWS_MAX_ATTEMPTS does in the AWS SDKs.
+        retries={"mode": aws.retry_mode, "total_max_attempts": aws.max_attempts},
         connect_timeout=aws.connect_timeout,
         read_timeout=aws.read_timeout,
         max_pool_connections=aws.max_pool_connections,

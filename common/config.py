@@ -206,7 +206,7 @@ def read_common(
         base_path=base_path,
         log_level=env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS),
         log_format=env.choice(ENV_LOG_FORMAT, "json", ("json", "console")),
-        shutdown_grace=env.number(ENV_SHUTDOWN_GRACE, 25.0, lo=0.0, hi=3600.0),
+        shutdown_grace=env.number(ENV_SHUTDOWN_GRACE, 20.0, lo=0.0, hi=3600.0),
         aws=AwsSettings(
             region=region,
             endpoint_url=endpoint,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
+import signal
 import sys
 import time
 import uuid
@@ -38,6 +39,39 @@ TRACE_HEADER = "X-Amzn-Trace-Id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _TRACE_ROOT_RE = re.compile(r"(?:^|;)\s*Root=([A-Za-z0-9-]{1,64})")
 
+
+class InFlight:
+    """Counts requests being handled, so shutdown can wait until none is left."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        """A request started."""
+        self.count += 1
+        self._idle.clear()
+
+    def exit(self) -> None:
+        """A request finished."""
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float, force: asyncio.Event | None = None) -> bool:
+        """True when every request finished within ``timeout`` (or until ``force`` is set)."""
+        waits = [asyncio.ensure_future(self._idle.wait())]
+        if force is not None:
+            waits.append(asyncio.ensure_future(force.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return self._idle.is_set()
+
+
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 # Bytes received, when the handler counted them itself (a chunked upload has no Content-Length).
 BYTES_IN: web.RequestKey[int] = web.RequestKey("bytes_in", int)
@@ -48,6 +82,7 @@ ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
 SETTINGS: web.AppKey[CommonSettings] = web.AppKey("common_settings", CommonSettings)
 READINESS: web.AppKey[ReadinessCheck] = web.AppKey("readiness", ReadinessCheck)  # type: ignore[arg-type]
 SHUTTING_DOWN: web.AppKey[asyncio.Event] = web.AppKey("shutting_down", asyncio.Event)
+IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
 
 # Codes for errors aiohttp raises itself (router, body limits), so every error body is alike.
 _HTTP_CODES = {
@@ -115,6 +150,11 @@ def pick_request_id(request: web.Request) -> tuple[str, str | None]:
     return trace_root or uuid.uuid4().hex, trace_root
 
 
+def _probes(app: web.Application) -> set[Any]:
+    """The health and readiness resources, which keep answering during shutdown."""
+    return {r.resource for r in app.router.routes() if r.handler in (_health, _ready)}
+
+
 def _client_ip(request: web.Request) -> str | None:
     # The ALB appends the peer to X-Forwarded-For; the first entry is the original client.
     forwarded = request.headers.get("X-Forwarded-For")
@@ -135,11 +175,24 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     status = 500
     response: web.StreamResponse | None = None
+    app = request.app
+    in_flight = app[IN_FLIGHT]
+    in_flight.enter()
     try:
-        response = await handler(request)
+        if app[SHUTTING_DOWN].is_set() and request.match_info.route.resource not in _probes(app):
+            # A new request on a kept-alive connection after shutdown began: refuse it cleanly.
+            response = error_response(
+                503, "shutting_down", "the service is shutting down; retry", request, retry_after=1
+            )
+            response.force_close()
+        else:
+            response = await handler(request)
+            if app[SHUTTING_DOWN].is_set():
+                response.force_close()
         status = response.status
         return response
     finally:
+        in_flight.exit()
         if response is not None and not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         info = request.match_info.route.resource
@@ -217,11 +270,6 @@ async def _ready(request: web.Request) -> web.Response:
     return error_response(503, "not_ready", reason, request, details={"status": "unavailable"})
 
 
-async def _mark_shutting_down(app: web.Application) -> None:
-    app[SHUTTING_DOWN].set()
-    log.info("shutdown_started")
-
-
 def create_base_app(
     settings: CommonSettings, readiness: ReadinessCheck, *, client_max_size: int = 1024**2
 ) -> web.Application:
@@ -232,45 +280,83 @@ def create_base_app(
     app[SETTINGS] = settings
     app[READINESS] = readiness
     app[SHUTTING_DOWN] = asyncio.Event()
-    app.on_shutdown.append(_mark_shutting_down)
+    app[IN_FLIGHT] = InFlight()
     app.router.add_get("/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/ready", _ready, allow_head=True)
     return app
 
 
+# After the grace period, how long aiohttp waits for a handler it has cancelled (e.g. an upload
+# aborting its multipart upload) before closing the app's clients.
+CANCEL_WAIT = 2.0
+
+
+class PortInUse(Exception):
+    """The listening port is taken by another process."""
+
+
+async def _serve(app: web.Application, settings: CommonSettings) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CANCEL_WAIT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse from exc
+            raise
+        log.info("listening", host=settings.host, port=settings.port, base_path=settings.base_path)
+        stop, force = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            # A second SIGINT/SIGTERM skips the rest of the grace period.
+            (force if stop.is_set() else stop).set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await stop.wait()
+        in_flight = app[IN_FLIGHT]
+        log.info("shutdown_started", in_flight=in_flight.count, grace_s=settings.shutdown_grace)
+        app[SHUTTING_DOWN].set()
+        await site.stop()
+        # aiohttp's own shutdown marks connections closing and from then on drops request bytes
+        # still arriving (aio-libs/aiohttp#2298), so a streaming upload could never finish inside
+        # its grace period. Drain here first, while bodies still flow.
+        if await in_flight.wait_idle(settings.shutdown_grace, force):
+            log.info("drained")
+        else:
+            log.warning("grace_expired", in_flight=in_flight.count)
+    finally:
+        # Closes connections, cancels what is left, then on_shutdown and the cleanup contexts.
+        await runner.cleanup()
+
+
 def serve(app: web.Application, settings: CommonSettings) -> None:
     """Run the app until SIGTERM/SIGINT, then shut down gracefully.
 
-    aiohttp's own sequence: stop listening, ``on_shutdown``, wait up to ``shutdown_grace`` seconds
-    for in-flight requests, cancel what is left, then run the cleanup contexts (flush, close
-    clients). Exits 1 with a clear message when the port is taken.
+    On the signal: stop listening, refuse new requests on kept-alive connections (503
+    ``shutting_down``), let in-flight requests finish for up to ``shutdown_grace`` seconds, then
+    cancel what is left and run the cleanup contexts (flush, close clients). Exits 1 with a clear
+    message when the port is taken.
     """
     try:
         import uvloop
 
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        loop = asyncio.new_event_loop()
-    log.info("starting", host=settings.host, port=settings.port, base_path=settings.base_path)
+        loop_factory = asyncio.new_event_loop
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_grace,
-            access_log=None,
-            print=None,
-            loop=loop,
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(app, settings))
+    except PortInUse:
+        log.error("port_in_use", port=settings.port)
+        print(
+            f"{settings.service}: port {settings.port} on {settings.host} is already in use; "
+            "stop the other process or set PORT to a free port",
+            file=sys.stderr,
         )
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            log.error("port_in_use", port=settings.port)
-            print(
-                f"{settings.service}: port {settings.port} on {settings.host} is already in use; "
-                "stop the other process or set PORT to a free port",
-                file=sys.stderr,
-            )
-            sys.exit(1)
-        raise
+        sys.exit(1)
     log.info("stopped")

@@ -200,8 +200,10 @@ def create_app(settings: S3Settings) -> web.Application:
     app.cleanup_ctx.append(client_ctx("s3", settings.common.aws, S3_CLIENT))
 
     async def uploader_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[UPLOADER] = Uploader(app[S3_CLIENT], settings)
+        # Registered after the client, so it is cleaned up first: aborts finish before close.
+        app[UPLOADER] = uploader = Uploader(app[S3_CLIENT], settings)
         yield
+        await uploader.drain()
 
     app.cleanup_ctx.append(uploader_ctx)
     app.router.add_post(f"{settings.common.base_path}/upload", upload)

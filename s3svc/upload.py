@@ -16,7 +16,6 @@ import asyncio
 import base64
 import hashlib
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,6 +212,15 @@ class Uploader:
         self.client = client
         self.settings = settings
         self.budget = MemoryBudget(settings.memory_budget)
+        self._aborts: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Wait for aborts still running (a cancelled request leaves its abort behind).
+
+        Called on shutdown before the S3 client closes, so no multipart upload is orphaned.
+        """
+        if self._aborts:
+            await asyncio.wait(self._aborts, timeout=ABORT_TIMEOUT)
 
     def _object_args(self, content_type: str, filename: str | None) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -417,24 +425,24 @@ class Uploader:
         await asyncio.gather(*tasks, return_exceptions=True)
 
         async def abort() -> None:
-            await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            try:
+                await asyncio.wait_for(
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+                    ABORT_TIMEOUT,
+                )
+                log.info(
+                    "upload_aborted", reason=type(cause).__name__, key=key, upload_id=upload_id
+                )
+            except Exception:
+                log.exception("abort_failed", key=key, upload_id=upload_id)
 
-        await _shielded(abort, bucket=bucket, key=key, upload_id=upload_id, cause=cause)
+        # A separate task, shielded: the abort completes even if this request is cancelled
+        # again while waiting, and drain() lets shutdown wait for it.
+        task = asyncio.create_task(abort())
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
+        await asyncio.shield(task)
 
 
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-async def _shielded(call: Callable[[], Awaitable[None]], **context: Any) -> None:
-    """Run ``call`` to completion (bounded by ABORT_TIMEOUT) even if our task is cancelled."""
-    task = asyncio.ensure_future(asyncio.wait_for(call(), ABORT_TIMEOUT))
-    cause = context.pop("cause")
-    try:
-        await asyncio.shield(task)
-        log.info("upload_aborted", reason=type(cause).__name__, **context)
-    except asyncio.CancelledError:
-        # Cancelled again while aborting: let the abort finish in the background.
-        raise
-    except Exception:
-        log.exception("abort_failed", **context)

@@ -58,6 +58,24 @@ def _isolated_aws_env(
         monkeypatch.setenv(name, value)
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Tests that configure logging must not leave handlers bound to a closed capture stream."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+
+
 @pytest.fixture
 def aws_settings(moto_url: str) -> AwsSettings:
     """AWS settings pointing at the session's moto server."""

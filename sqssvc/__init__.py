@@ -1,0 +1,1 @@
+"""sqssvc: JSON messages to SQS, coalesced into SendMessageBatch calls."""

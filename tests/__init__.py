@@ -1,0 +1,1 @@
+"""The test suite; helpers (fault proxy, service processes) live beside conftest.py."""

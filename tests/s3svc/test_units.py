@@ -1,0 +1,88 @@
+"""Pure pieces of s3svc: the memory budget, key and filename handling, part sizing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from s3svc.config import GIB, MIB
+from s3svc.keys import make_key, metadata_filename, sanitise_filename
+from s3svc.upload import MemoryBudget, _part_size_for
+
+
+async def test_budget_blocks_until_release() -> None:
+    """A reservation that does not fit waits for a release, then proceeds."""
+    budget = MemoryBudget(10)
+    await budget.acquire(6)
+    waiter = asyncio.create_task(budget.acquire(6))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    budget.release(6)
+    await asyncio.wait_for(waiter, 1)
+    assert budget.used == 6
+
+
+async def test_budget_is_fifo_and_cancellation_safe() -> None:
+    """A cancelled waiter neither leaks bytes nor blocks those behind it."""
+    budget = MemoryBudget(10)
+    await budget.acquire(10)
+    first = asyncio.create_task(budget.acquire(8))
+    second = asyncio.create_task(budget.acquire(2))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # FIFO: the small one does not jump the queue
+    first.cancel()
+    budget.release(10)
+    await asyncio.wait_for(second, 1)
+    assert budget.used == 2
+
+
+async def test_budget_refuses_more_than_limit() -> None:
+    """A single reservation larger than the whole budget could never be granted."""
+    with pytest.raises(ValueError, match="budget"):
+        await MemoryBudget(5).acquire(6)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\system.ini", "system.ini"),
+        ("résumé.pdf", "resume.pdf"),
+        ("a\r\nX-Evil: 1.txt", "a_X-Evil_1.txt"),
+        ("nul\x00byte.bin", "nul_byte.bin"),
+        ("..", "file"),
+        ("", "file"),
+        (None, "file"),
+        ("%2E%2E%2Fsecret.txt", "secret.txt"),
+        ("a..b.txt", "a.b.txt"),
+        ("x" * 300 + ".tar.gz", "x" * 97 + ".gz"),
+    ],
+)
+def test_sanitise_filename(name: str | None, expected: str) -> None:
+    """Only a safe ASCII last segment survives; length is bounded."""
+    assert sanitise_filename(name) == expected
+
+
+def test_key_layout() -> None:
+    """prefix/yyyy/mm/dd/uuid/name: unique per call even for the same name."""
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    a = make_key("uploads/", "f.txt", now=now)
+    b = make_key("uploads/", "f.txt", now=now)
+    assert a.startswith("uploads/2026/01/02/")
+    assert a.endswith("/f.txt")
+    assert a != b
+
+
+def test_metadata_filename_is_ascii() -> None:
+    """Non-ASCII names are percent-encoded for the metadata header."""
+    assert metadata_filename("é 1.txt") == "%C3%A9 1.txt"
+
+
+def test_part_size_grows_for_huge_files() -> None:
+    """A file too big for 10,000 parts of the configured size gets larger parts."""
+    assert _part_size_for(1 * GIB, 8 * MIB) == 8 * MIB
+    grown = _part_size_for(200 * GIB, 8 * MIB)
+    assert grown * 10_000 >= 200 * GIB
+    assert grown % MIB == 0
