@@ -31,6 +31,14 @@ ENV_LOG_LEVEL = "LOG_LEVEL"
 ENV_LOG_FORMAT = "LOG_FORMAT"
 ENV_SHUTDOWN_GRACE = "SHUTDOWN_GRACE_SECONDS"
 ENV_APP_VERSION = "APP_VERSION"
+ENV_CW_GROUP = "CLOUDWATCH_LOG_GROUP"
+ENV_CW_CREATE = "CLOUDWATCH_CREATE_GROUP"
+ENV_CW_STREAM = "CLOUDWATCH_LOG_STREAM"
+ENV_CW_INTERVAL = "CLOUDWATCH_SEND_INTERVAL"
+ENV_CW_MAX_QUEUE = "CLOUDWATCH_MAX_QUEUE"
+ENV_ECS_METADATA = "ECS_CONTAINER_METADATA_URI_V4"
+ENV_METRICS = "METRICS_ENABLED"
+ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
 _BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -167,6 +175,18 @@ class AwsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CloudWatchSettings:
+    """Where and how watchtower ships log lines to CloudWatch Logs."""
+
+    log_group: str
+    create_group: bool = False
+    stream_name: str | None = None  # None: derived from the ECS task id or host and pid
+    send_interval: float = 2.0
+    max_queue: int = 10_000
+    ecs_metadata_uri: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommonSettings:
     """Settings every service has: where it listens, how it logs, how it stops, how it reaches AWS."""
 
@@ -179,6 +199,28 @@ class CommonSettings:
     log_format: str
     shutdown_grace: float
     aws: AwsSettings
+    cloudwatch: CloudWatchSettings | None = None
+    metrics: bool = True
+    metrics_namespace: str = "UploadMessaging"
+
+
+def read_aws(env: EnvReader) -> AwsSettings:
+    """Read how to reach AWS; errors accumulate on ``env``."""
+    region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or "us-east-1"
+    endpoint = env.optional(ENV_AWS_ENDPOINT_URL)
+    if endpoint is not None and not re.match(r"^https?://[^\s/]+", endpoint):
+        env.errors.append(
+            f"{ENV_AWS_ENDPOINT_URL}={endpoint!r} is not valid: expected http(s)://host"
+        )
+    return AwsSettings(
+        region=region,
+        endpoint_url=endpoint,
+        retry_mode=env.choice(ENV_AWS_RETRY_MODE, "standard", ("standard", "adaptive")),
+        max_attempts=env.integer(ENV_AWS_MAX_ATTEMPTS, 3, lo=1, hi=10),
+        connect_timeout=env.number(ENV_AWS_CONNECT_TIMEOUT, 2.0, lo=0.1, hi=60.0),
+        read_timeout=env.number(ENV_AWS_READ_TIMEOUT, 10.0, lo=0.1, hi=900.0),
+        max_pool_connections=env.integer(ENV_AWS_MAX_POOL, 50, lo=1, hi=1000),
+    )
 
 
 def read_common(
@@ -192,11 +234,16 @@ def read_common(
             "(letters, digits, . _ ~ -)"
         )
         base_path = default_base
-    region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or "us-east-1"
-    endpoint = env.optional(ENV_AWS_ENDPOINT_URL)
-    if endpoint is not None and not re.match(r"^https?://[^\s/]+", endpoint):
-        env.errors.append(
-            f"{ENV_AWS_ENDPOINT_URL}={endpoint!r} is not valid: expected http(s)://host"
+    log_group = env.optional(ENV_CW_GROUP)
+    cloudwatch = None
+    if log_group is not None:
+        cloudwatch = CloudWatchSettings(
+            log_group=log_group,
+            create_group=env.flag(ENV_CW_CREATE, False),
+            stream_name=env.optional(ENV_CW_STREAM),
+            send_interval=env.number(ENV_CW_INTERVAL, 2.0, lo=0.1, hi=5.0),
+            max_queue=env.integer(ENV_CW_MAX_QUEUE, 10_000, lo=10, hi=1_000_000),
+            ecs_metadata_uri=env.optional(ENV_ECS_METADATA),
         )
     return CommonSettings(
         service=service,
@@ -207,15 +254,10 @@ def read_common(
         log_level=env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS),
         log_format=env.choice(ENV_LOG_FORMAT, "json", ("json", "console")),
         shutdown_grace=env.number(ENV_SHUTDOWN_GRACE, 20.0, lo=0.0, hi=3600.0),
-        aws=AwsSettings(
-            region=region,
-            endpoint_url=endpoint,
-            retry_mode=env.choice(ENV_AWS_RETRY_MODE, "standard", ("standard", "adaptive")),
-            max_attempts=env.integer(ENV_AWS_MAX_ATTEMPTS, 3, lo=1, hi=10),
-            connect_timeout=env.number(ENV_AWS_CONNECT_TIMEOUT, 2.0, lo=0.1, hi=60.0),
-            read_timeout=env.number(ENV_AWS_READ_TIMEOUT, 10.0, lo=0.1, hi=900.0),
-            max_pool_connections=env.integer(ENV_AWS_MAX_POOL, 50, lo=1, hi=1000),
-        ),
+        aws=read_aws(env),
+        cloudwatch=cloudwatch,
+        metrics=env.flag(ENV_METRICS, True),
+        metrics_namespace=env.text(ENV_METRICS_NAMESPACE, "UploadMessaging"),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,8 +19,62 @@ from structlog.types import EventDict, Processor, WrappedLogger
 
 from common.config import CommonSettings
 
-# The fields every line carries; the access line and domain events add their own.
-BASE_FIELDS = ("timestamp", "level", "event", "service", "version", "logger", "request_id")
+# The log schema: every field a line may carry, in one place. The README's table and the saved
+# Logs Insights queries are checked against it by the tests.
+SCHEMA: dict[str, str] = {
+    # every line
+    "timestamp": "ISO 8601 UTC time of the event",
+    "level": "debug, info, warning, error",
+    "event": "what happened: `request` for the access line, else a snake_case event name",
+    "logger": "the module that logged",
+    "service": "`s3svc` or `sqssvc`",
+    "version": "the running version (`APP_VERSION`)",
+    "request_id": "the request's id (also the `X-Request-ID` response header)",
+    "trace_id": "the ALB's `X-Amzn-Trace-Id` root, when present",
+    # the access line (event = request)
+    "method": "HTTP method",
+    "route": "route template, e.g. `/s3/upload` (`unmatched` for 404s)",
+    "path": "the raw request path",
+    "status": "HTTP status sent (499: the client went away first)",
+    "latency_ms": "time from request to response, in ms",
+    "bytes_in": "request body size (Content-Length)",
+    "bytes_out": "response body size",
+    "client_ip": "first `X-Forwarded-For` entry (the ALB adds it), else the peer",
+    # failures
+    "error": "the stable error code of a failed request",
+    "message": "the error's human message",
+    "exc_type": "exception class, on lines that carry one",
+    "exc_message": "exception text",
+    "stack": "formatted traceback (one JSON string)",
+    # s3svc
+    "bucket": "S3 bucket",
+    "key": "S3 object key",
+    "size": "bytes stored (per object, or per request on the access line)",
+    "parts": "multipart parts of an object (1: a single PUT)",
+    "files": "files stored by the request",
+    "upload_id": "multipart upload id (on `upload_aborted`)",
+    "reason": "why an upload was aborted",
+    # sqssvc
+    "queue": "SQS queue URL",
+    "batch_size": "messages in one SendMessageBatch call",
+    "message_id": "SQS message id",
+    # EMF metrics (CloudWatch extracts them; see common/metrics.py)
+    "_aws": "EMF directive: namespace, dimensions and metric names",
+    "Service": "metric dimension: the service",
+    "Route": "metric dimension: the route template",
+    "Latency": "metric: request latency, ms",
+    "Requests": "metric: 1 per request",
+    "Errors4xx": "metric: 1 if the status was 4xx",
+    "Errors5xx": "metric: 1 if the status was 5xx",
+    "UploadBytes": "metric (s3svc): bytes stored by the request",
+    "UploadParts": "metric (s3svc): parts uploaded by the request",
+    "MessagesSent": "metric (sqssvc): messages SQS accepted",
+    "BatchSize": "metric (sqssvc): messages per SendMessageBatch call",
+    "SendRetries": "metric (sqssvc): entries sent again after a retryable failure",
+}
+
+# The fields every line carries.
+BASE_FIELDS = ("timestamp", "level", "event", "service", "version", "logger")
 
 
 def _structured_exception(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -52,10 +107,19 @@ def _orjson_str(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def _drop_emf(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    event.pop("_aws", None)
+    return event
+
+
 def build_formatter(
-    service: str, version: str, fmt: str = "json"
+    service: str, version: str, fmt: str = "json", *, emf: bool = True
 ) -> structlog.stdlib.ProcessorFormatter:
-    """The formatter used by every handler (stdout, CloudWatch)."""
+    """The formatter of a handler (stdout, CloudWatch).
+
+    ``emf=False`` drops the EMF directive, so that only one copy of a line (the one shipped to
+    CloudWatch) turns into metrics, never both.
+    """
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -76,16 +140,39 @@ def build_formatter(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _static_fields(service, version),
             _structured_exception,
-            renderer,
         ]
+        if not emf:
+            tail.append(_drop_emf)
+        tail.append(renderer)
     return structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=tail)
 
 
-def configure_logging(settings: CommonSettings) -> logging.Handler:
-    """Configure structlog and the stdlib root logger to write JSON (or console) lines to stdout.
+@dataclass
+class LogShipping:
+    """The handlers logging writes to; ``cloudwatch`` is None unless CLOUDWATCH_LOG_GROUP is set."""
 
-    Called once at process start, before the event loop runs. Returns the stdout handler.
-    """
+    stdout: logging.Handler
+    cloudwatch: Any = None
+
+    async def close(self) -> None:
+        """Flush CloudWatch off the event loop, bounded in time: the last step of shutdown."""
+        if self.cloudwatch is not None:
+            from common.cloudwatch import close_handler
+
+            in_time = await close_handler(self.cloudwatch)
+            # Closed handlers must not receive lines (watchtower warns on each one).
+            logging.getLogger().removeHandler(self.cloudwatch)
+            get_logger("common.logging").info(
+                "log_shipping_closed",
+                in_time=in_time,
+                dropped=self.cloudwatch.dropped,
+                undelivered=self.cloudwatch.queued(),
+            )
+
+
+def configure_logging(settings: CommonSettings) -> LogShipping:
+    """Configure structlog and the stdlib root logger: every line to stdout, and to CloudWatch
+    when configured. Called once at process start, before the event loop runs."""
     level = getattr(logging, settings.log_level.upper())
     structlog.configure(
         processors=[
@@ -100,17 +187,29 @@ def configure_logging(settings: CommonSettings) -> logging.Handler:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    from common.cloudwatch import build_handler
+
+    cloudwatch = build_handler(settings)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(build_formatter(settings.service, settings.version, settings.log_format))
+    handler.setFormatter(
+        build_formatter(
+            settings.service, settings.version, settings.log_format, emf=cloudwatch is None
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    if cloudwatch is not None:
+        cloudwatch.setFormatter(build_formatter(settings.service, settings.version, "json"))
+        root.addHandler(cloudwatch)
     root.setLevel(level)
     # Library chatter below WARNING is noise in production logs.
     for name in ("botocore", "aiobotocore", "urllib3", "asyncio"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # Python warnings (watchtower reports delivery failures as warnings) become JSON lines too.
+    logging.captureWarnings(True)
     # Our middleware writes the access line; aiohttp's own would duplicate it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return handler
+    return LogShipping(stdout=handler, cloudwatch=cloudwatch)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

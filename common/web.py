@@ -29,7 +29,8 @@ from aiohttp.typedefs import Handler
 
 from common.config import CommonSettings
 from common.errors import ServiceError
-from common.logging import get_logger
+from common.logging import LogShipping, get_logger
+from common.metrics import REQUEST_METRICS, request_metrics
 
 log = get_logger("common.web")
 
@@ -196,19 +197,35 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         if response is not None and not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
         bytes_out = 0
         if response is not None:
             bytes_out = response.body_length or (response.content_length or 0)
+        settings = app[SETTINGS]
+        metrics = (
+            request_metrics(
+                settings.metrics_namespace,
+                settings.service,
+                route,
+                status,
+                latency_ms,
+                request.get(REQUEST_METRICS, {}),
+            )
+            if settings.metrics
+            else {}
+        )
         log.info(
             "request",
             method=request.method,
-            route=info.canonical if info is not None else "unmatched",
+            route=route,
             path=request.path,
             status=status,
-            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            latency_ms=latency_ms,
             bytes_in=request.get(BYTES_IN, request.content_length or 0),
             bytes_out=bytes_out,
             client_ip=_client_ip(request),
+            **metrics,
         )
 
 
@@ -296,7 +313,7 @@ class PortInUse(Exception):
     """The listening port is taken by another process."""
 
 
-async def _serve(app: web.Application, settings: CommonSettings) -> None:
+async def _serve(app: web.Application, settings: CommonSettings, logs: LogShipping | None) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CANCEL_WAIT)
     await runner.setup()
     try:
@@ -332,9 +349,13 @@ async def _serve(app: web.Application, settings: CommonSettings) -> None:
     finally:
         # Closes connections, cancels what is left, then on_shutdown and the cleanup contexts.
         await runner.cleanup()
+        log.info("stopped")
+        # Last of all, so the shutdown's own lines reach CloudWatch too.
+        if logs is not None:
+            await logs.close()
 
 
-def serve(app: web.Application, settings: CommonSettings) -> None:
+def serve(app: web.Application, settings: CommonSettings, logs: LogShipping | None = None) -> None:
     """Run the app until SIGTERM/SIGINT, then shut down gracefully.
 
     On the signal: stop listening, refuse new requests on kept-alive connections (503
@@ -350,7 +371,7 @@ def serve(app: web.Application, settings: CommonSettings) -> None:
         loop_factory = asyncio.new_event_loop
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(_serve(app, settings))
+            runner.run(_serve(app, settings, logs))
     except PortInUse:
         log.error("port_in_use", port=settings.port)
         print(
@@ -359,4 +380,3 @@ def serve(app: web.Application, settings: CommonSettings) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
-    log.info("stopped")

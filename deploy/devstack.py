@@ -138,7 +138,12 @@ def banner(s3_port: int, sqs_port: int | None, names: dict[str, str]) -> str:
             f"    curl -X POST -H 'Content-Type: application/json' -d '{{\"message\":\"hi\"}}' "
             f"http://localhost:{sqs_port}/sqs/send",
         ]
-    lines += ["Ctrl-C stops everything.", ""]
+    lines += [
+        f"  logs    AWS_ENDPOINT_URL={names['AWS_ENDPOINT_URL']} AWS_ACCESS_KEY_ID=local "
+        f"AWS_SECRET_ACCESS_KEY=local .venv/bin/python -m common.logs --group {LOG_GROUP} tail",
+        "Ctrl-C stops everything.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -185,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"{endpoint}/moto-api/", moto)
         names = create_resources(endpoint, with_sqs)
         names["AWS_ENDPOINT_URL"] = endpoint
+        # Console lines for the terminal; the CloudWatch copy (moto) is JSON, for common.logs.
         env = dict(base_env, AWS_ENDPOINT_URL=endpoint, HOST=HOST, LOG_FORMAT="console")
+        env.update(CLOUDWATCH_LOG_GROUP=LOG_GROUP, CLOUDWATCH_SEND_INTERVAL="1")
         services = [("s3svc", args.s3_port, {"BUCKET_NAME": BUCKET})]
         if with_sqs:
             services.append(("sqssvc", args.sqs_port, {"QUEUE_URL": names["QUEUE_URL"]}))

@@ -14,8 +14,8 @@ from s3svc.config import S3Settings
 def main() -> None:
     """Entry point of the container and of ``make run``."""
     settings = load_or_exit(S3Settings.from_env, os.environ)
-    configure_logging(settings.common)
-    serve(create_app(settings), settings.common)
+    logs = configure_logging(settings.common)
+    serve(create_app(settings), settings.common, logs)
 
 
 if __name__ == "__main__":

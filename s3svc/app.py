@@ -20,6 +20,7 @@ from common.errors import (
     UnsupportedMediaType,
 )
 from common.logging import get_logger
+from common.metrics import BYTES, add_metric
 from common.web import REQUEST_ID, create_base_app, json_response
 from s3svc.config import S3Settings
 from s3svc.upload import ByteLimit, StoredFile, Uploader
@@ -144,9 +145,15 @@ async def upload(request: web.Request) -> web.Response:
             exc.details["stored"] = [f.as_json() for f in stored]
         raise
     finally:
+        size = sum(f.size for f in stored)
+        parts = sum(f.parts for f in stored)
         structlog.contextvars.bind_contextvars(
-            files=len(stored), size=sum(f.size for f in stored), bucket=settings.bucket
+            files=len(stored), size=size, parts=parts, bucket=settings.bucket
         )
+        if len(stored) == 1:
+            structlog.contextvars.bind_contextvars(key=stored[0].key)
+        add_metric(request, "UploadBytes", size, BYTES)
+        add_metric(request, "UploadParts", parts)
     if not stored:
         raise BadRequest(
             f"no file in the form: send the file in a field named {FILE_FIELD!r} "

@@ -111,6 +111,35 @@ async def bucket(s3: Any) -> AsyncIterator[str]:
         await s3.delete_bucket(Bucket=name)
 
 
+@pytest.fixture
+async def logs_client(aws_settings: AwsSettings, _isolated_aws_env: None) -> AsyncIterator[Any]:
+    """A plain aiobotocore CloudWatch Logs client on moto."""
+    async with open_client("logs", aws_settings) as client:
+        yield client
+
+
+@pytest.fixture
+async def log_group(logs_client: Any) -> AsyncIterator[str]:
+    """A fresh log group; deleted afterwards."""
+    name = f"/test/{uuid.uuid4().hex[:12]}"
+    await logs_client.create_log_group(logGroupName=name)
+    try:
+        yield name
+    finally:
+        await logs_client.delete_log_group(logGroupName=name)
+
+
+async def log_lines(logs_client: Any, group: str) -> list[dict[str, Any]]:
+    """Every event of ``group`` parsed as JSON (fails if one is not JSON)."""
+    import json
+
+    events: list[dict[str, Any]] = []
+    paginator = logs_client.get_paginator("filter_log_events")
+    async for page in paginator.paginate(logGroupName=group):
+        events.extend(page.get("events", []))
+    return [json.loads(e["message"]) for e in events]
+
+
 def common_settings(
     service: str, aws: AwsSettings, base_path: str, **overrides: Any
 ) -> CommonSettings:

@@ -1,0 +1,97 @@
+"""Metrics as CloudWatch Embedded Metric Format (EMF) fields of ordinary log lines.
+
+CloudWatch Logs turns any JSON log event with an ``_aws.CloudWatchMetrics`` directive into metrics,
+so a metric costs no API call and no extra line: the access line of each request carries its own
+(``Latency``, ``Requests``, ``Errors4xx``, ``Errors5xx`` by ``Service`` and ``Route``, plus what
+the handler added with :func:`add_metric`). This small emitter is used instead of
+``aws-embedded-metrics`` because that library keeps its own logger and flush cycle next to ours
+(one more line per request, its own sink detection); here metrics ride on the line we write anyway.
+
+Limits (EMF spec): at most 100 metrics per directive and 30 dimensions per dimension set.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+MAX_METRICS = 100
+MAX_DIMENSIONS = 30
+
+# Metric units, as CloudWatch spells them.
+MILLISECONDS = "Milliseconds"
+COUNT = "Count"
+BYTES = "Bytes"
+
+Metrics = dict[str, tuple[float, str]]
+"""Metric name -> (value, unit)."""
+
+REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("metrics", dict)
+
+
+def add_metric(request: web.Request, name: str, value: float, unit: str = COUNT) -> None:
+    """Attach a metric to this request's access line (summed if added twice)."""
+    metrics = request.setdefault(REQUEST_METRICS, {})
+    old = metrics.get(name, (0.0, unit))[0]
+    metrics[name] = (old + value, unit)
+
+
+def emf(
+    namespace: str,
+    dimensions: dict[str, str],
+    metrics: Metrics,
+    *,
+    dimension_sets: list[list[str]] | None = None,
+    timestamp_ms: int | None = None,
+) -> dict[str, Any]:
+    """The fields that make a log line an EMF document: the directive, dimension and metric values.
+
+    ``dimension_sets`` defaults to one set of all ``dimensions``; each set is its own metric series.
+    """
+    if len(metrics) > MAX_METRICS:
+        raise ValueError(f"{len(metrics)} metrics in one EMF document (max {MAX_METRICS})")
+    sets = dimension_sets or [list(dimensions)]
+    for dims in sets:
+        if len(dims) > MAX_DIMENSIONS:
+            raise ValueError(f"{len(dims)} dimensions in one set (max {MAX_DIMENSIONS})")
+        missing = [d for d in dims if d not in dimensions]
+        if missing:
+            raise ValueError(f"dimension set names {missing}, which have no value")
+    fields: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": sets,
+                    "Metrics": [
+                        {"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()
+                    ],
+                }
+            ],
+        }
+    }
+    fields.update(dimensions)
+    fields.update({name: value for name, (value, _) in metrics.items()})
+    return fields
+
+
+def request_metrics(
+    namespace: str, service: str, route: str, status: int, latency_ms: float, extra: Metrics
+) -> dict[str, Any]:
+    """EMF fields for one request's access line."""
+    metrics: Metrics = {
+        "Latency": (latency_ms, MILLISECONDS),
+        "Requests": (1, COUNT),
+        "Errors4xx": (1 if 400 <= status < 500 else 0, COUNT),
+        "Errors5xx": (1 if status >= 500 else 0, COUNT),
+    }
+    metrics.update(extra)
+    return emf(
+        namespace,
+        {"Service": service, "Route": route},
+        metrics,
+        dimension_sets=[["Service", "Route"], ["Service"]],
+    )
