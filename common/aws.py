@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -26,6 +26,14 @@ from botocore.exceptions import (
 
 from common.config import AwsSettings
 from common.errors import BackendError, ServiceError, Unavailable
+
+
+class Breaker(Protocol):
+    """What ``client_ctx`` needs of a circuit breaker (``common.breaker.CircuitBreaker``)."""
+
+    def attach(self, client: Any) -> None:
+        """Guard every call of ``client``."""
+
 
 # AWS error codes that mean "try again later" rather than "this request is wrong".
 RETRYABLE_CODES = frozenset(
@@ -74,12 +82,15 @@ async def open_client(
 
 
 def client_ctx(
-    service: str, aws: AwsSettings, key: web.AppKey[Any]
+    service: str, aws: AwsSettings, key: web.AppKey[Any], breaker: Breaker | None = None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` entry that stores an open client under ``key`` for the app's lifetime."""
+    """A ``cleanup_ctx`` entry that stores an open client under ``key`` for the app's lifetime,
+    its calls guarded by ``breaker`` when given."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_client(service, aws) as client:
+            if breaker is not None:
+                breaker.attach(client)
             app[key] = client
             yield
 

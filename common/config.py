@@ -38,6 +38,9 @@ ENV_CW_INTERVAL = "CLOUDWATCH_SEND_INTERVAL"
 ENV_CW_MAX_QUEUE = "CLOUDWATCH_MAX_QUEUE"
 ENV_ECS_METADATA = "ECS_CONTAINER_METADATA_URI_V4"
 ENV_METRICS = "METRICS_ENABLED"
+ENV_BREAKER_THRESHOLD = "BREAKER_THRESHOLD"
+ENV_BREAKER_RESET = "BREAKER_RESET_SECONDS"
+ENV_API_KEYS = "API_KEYS_SHA256"
 ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
 _BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
@@ -172,6 +175,8 @@ class AwsSettings:
     connect_timeout: float = 2.0
     read_timeout: float = 10.0
     max_pool_connections: int = 50
+    breaker_threshold: int = 5
+    breaker_reset_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,13 @@ class CommonSettings:
     cloudwatch: CloudWatchSettings | None = None
     metrics: bool = True
     metrics_namespace: str = "UploadMessaging"
+    # SHA-256 hex digests of accepted API keys; empty means no key is required.
+    api_keys_sha256: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        # Digests are not keys, but there is no reason to print them either.
+        shown = f"<{len(self.api_keys_sha256)} api key digests>"
+        return f"CommonSettings(service={self.service!r}, port={self.port}, api_keys={shown})"
 
 
 def read_aws(env: EnvReader) -> AwsSettings:
@@ -220,6 +232,8 @@ def read_aws(env: EnvReader) -> AwsSettings:
         connect_timeout=env.number(ENV_AWS_CONNECT_TIMEOUT, 2.0, lo=0.1, hi=60.0),
         read_timeout=env.number(ENV_AWS_READ_TIMEOUT, 10.0, lo=0.1, hi=900.0),
         max_pool_connections=env.integer(ENV_AWS_MAX_POOL, 50, lo=1, hi=1000),
+        breaker_threshold=env.integer(ENV_BREAKER_THRESHOLD, 5, lo=0, hi=1000),
+        breaker_reset_seconds=env.number(ENV_BREAKER_RESET, 5.0, lo=0.1, hi=600.0),
     )
 
 
@@ -245,6 +259,15 @@ def read_common(
             max_queue=env.integer(ENV_CW_MAX_QUEUE, 10_000, lo=10, hi=1_000_000),
             ecs_metadata_uri=env.optional(ENV_ECS_METADATA),
         )
+    digests = tuple(
+        d.strip().lower() for d in (env.optional(ENV_API_KEYS) or "").split(",") if d.strip()
+    )
+    bad = [d[:8] + "..." for d in digests if not re.fullmatch(r"[0-9a-f]{64}", d)]
+    if bad:
+        env.errors.append(
+            f"{ENV_API_KEYS} holds {len(bad)} value(s) that are not SHA-256 hex digests "
+            f"({', '.join(bad)}): put sha256(key) there, never the key itself"
+        )
     return CommonSettings(
         service=service,
         version=env.text(ENV_APP_VERSION, _package_version()),
@@ -258,6 +281,7 @@ def read_common(
         cloudwatch=cloudwatch,
         metrics=env.flag(ENV_METRICS, True),
         metrics_namespace=env.text(ENV_METRICS_NAMESPACE, "UploadMessaging"),
+        api_keys_sha256=digests,
     )
 
 

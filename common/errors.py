@@ -23,6 +23,7 @@ class ServiceError(Exception):
         status: int | None = None,
         retry_after: int | None = None,
         details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -33,6 +34,7 @@ class ServiceError(Exception):
         self.retry_after = retry_after
         # Extra JSON fields merged into the body (e.g. which files were already stored).
         self.details = details or {}
+        self.headers = headers or {}
 
 
 class BadRequest(ServiceError):

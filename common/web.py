@@ -25,8 +25,9 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
+from common.auth import auth_middleware
 from common.config import CommonSettings
 from common.errors import ServiceError
 from common.logging import LogShipping, get_logger
@@ -82,6 +83,7 @@ ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
 
 SETTINGS: web.AppKey[CommonSettings] = web.AppKey("common_settings", CommonSettings)
 READINESS: web.AppKey[ReadinessCheck] = web.AppKey("readiness", ReadinessCheck)  # type: ignore[arg-type]
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 SHUTTING_DOWN: web.AppKey[asyncio.Event] = web.AppKey("shutting_down", asyncio.Event)
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
 
@@ -151,9 +153,14 @@ def pick_request_id(request: web.Request) -> tuple[str, str | None]:
     return trace_root or uuid.uuid4().hex, trace_root
 
 
-def _probes(app: web.Application) -> set[Any]:
-    """The health and readiness resources, which keep answering during shutdown."""
-    return {r.resource for r in app.router.routes() if r.handler in (_health, _ready)}
+def _is_probe(request: web.Request) -> bool:
+    """Health and readiness: they answer during shutdown and need no API key."""
+    return request.match_info.route.handler in (_health, _ready)
+
+
+def _is_open(request: web.Request) -> bool:
+    """Routes that need no API key: the probes and the OpenAPI document."""
+    return _is_probe(request) or request.match_info.route.handler is _openapi
 
 
 def _client_ip(request: web.Request) -> str | None:
@@ -180,7 +187,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     in_flight = app[IN_FLIGHT]
     in_flight.enter()
     try:
-        if app[SHUTTING_DOWN].is_set() and request.match_info.route.resource not in _probes(app):
+        if app[SHUTTING_DOWN].is_set() and not _is_probe(request):
             # A new request on a kept-alive connection after shutdown began: refuse it cleanly.
             response = error_response(
                 503, "shutting_down", "the service is shutting down; retry", request, retry_after=1
@@ -244,6 +251,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request,
             retry_after=exc.retry_after,
             details=exc.details,
+            headers=exc.headers,
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -287,13 +295,23 @@ async def _ready(request: web.Request) -> web.Response:
     return error_response(503, "not_ready", reason, request, details={"status": "unavailable"})
 
 
+async def _openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
 def create_base_app(
-    settings: CommonSettings, readiness: ReadinessCheck, *, client_max_size: int = 1024**2
+    settings: CommonSettings,
+    readiness: ReadinessCheck,
+    *,
+    openapi: dict[str, Any] | None = None,
+    client_max_size: int = 1024**2,
 ) -> web.Application:
-    """The app skeleton every service builds on: middlewares, health and readiness routes."""
-    app = web.Application(
-        middlewares=[context_middleware, error_middleware], client_max_size=client_max_size
-    )
+    """The app skeleton every service builds on: middlewares (request context, JSON errors, API
+    keys when configured), health, readiness and the OpenAPI document."""
+    middlewares: list[Middleware] = [context_middleware, error_middleware]
+    if settings.api_keys_sha256:
+        middlewares.append(auth_middleware(settings.api_keys_sha256, _is_open))
+    app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app[SETTINGS] = settings
     app[READINESS] = readiness
     app[SHUTTING_DOWN] = asyncio.Event()
@@ -301,6 +319,9 @@ def create_base_app(
     app.router.add_get("/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/ready", _ready, allow_head=True)
+    if openapi is not None:
+        app[OPENAPI] = openapi
+        app.router.add_get(f"{settings.base_path}/openapi.json", _openapi)
     return app
 
 

@@ -12,6 +12,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.hdrs import CONTENT_TYPE
 
 from common.aws import aws_error_code, client_ctx
+from common.breaker import OPEN, CircuitBreaker
 from common.errors import (
     BadRequest,
     NotConfigured,
@@ -23,6 +24,7 @@ from common.logging import get_logger
 from common.metrics import BYTES, add_metric
 from common.web import REQUEST_ID, create_base_app, json_response
 from s3svc.config import S3Settings
+from s3svc.openapi import spec
 from s3svc.upload import ByteLimit, StoredFile, Uploader
 
 log = get_logger("s3svc.app")
@@ -30,6 +32,7 @@ log = get_logger("s3svc.app")
 S3_SETTINGS: web.AppKey[S3Settings] = web.AppKey("s3_settings", S3Settings)
 S3_CLIENT: web.AppKey[Any] = web.AppKey("s3_client", object)
 UPLOADER: web.AppKey[Uploader] = web.AppKey("uploader", Uploader)
+S3_BREAKER: web.AppKey[CircuitBreaker] = web.AppKey("s3_breaker", CircuitBreaker)
 
 FILE_FIELD = "file"
 # Form fields other than files are skipped; bound how many and how large, so a flood of tiny
@@ -175,6 +178,8 @@ async def readiness(app: web.Application) -> str | None:
     settings = app[S3_SETTINGS]
     if settings.bucket is None:
         return "BUCKET_NAME is not set (local-safe mode)"
+    if app[S3_BREAKER].state == OPEN:
+        return "S3 is failing (circuit open); retrying shortly"
     cache = app[READY_CACHE]
     now = time.monotonic()
     if now - cache.get("at", -1e9) < READY_CACHE_SECONDS:
@@ -185,6 +190,8 @@ async def readiness(app: web.Application) -> str | None:
             Bucket=settings.bucket, Key=f"{settings.key_prefix}.ready-probe", UploadId="ready-probe"
         )
         reason = None
+    except ServiceError as exc:
+        reason = exc.message  # the breaker refused the probe
     except Exception as exc:
         code = aws_error_code(exc)
         reason = (
@@ -201,10 +208,14 @@ READY_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("ready_cache", dict)
 
 def create_app(settings: S3Settings) -> web.Application:
     """Build s3svc: health/ready from ``common``, the S3 client and uploader in ``cleanup_ctx``."""
-    app = create_base_app(settings.common, readiness)
+    app = create_base_app(settings.common, readiness, openapi=spec(settings))
     app[S3_SETTINGS] = settings
     app[READY_CACHE] = {}
-    app.cleanup_ctx.append(client_ctx("s3", settings.common.aws, S3_CLIENT))
+    aws = settings.common.aws
+    app[S3_BREAKER] = breaker = CircuitBreaker(
+        "S3", aws.breaker_threshold, aws.breaker_reset_seconds
+    )
+    app.cleanup_ctx.append(client_ctx("s3", aws, S3_CLIENT, breaker))
 
     async def uploader_ctx(app: web.Application) -> AsyncIterator[None]:
         # Registered after the client, so it is cleaned up first: aborts finish before close.

@@ -1,0 +1,81 @@
+"""s3svc's OpenAPI 3.1 document, served at ``{BASE_PATH}/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.openapi import document, error_responses, json_content
+from s3svc.config import S3Settings
+
+STORED_FILE = {
+    "type": "object",
+    "required": ["bucket", "key", "size", "sha256", "etag", "content_type", "filename"],
+    "properties": {
+        "bucket": {"type": "string"},
+        "key": {"type": "string", "description": "server-made: prefix/yyyy/mm/dd/uuid/name"},
+        "size": {"type": "integer", "minimum": 1},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "etag": {"type": "string"},
+        "content_type": {"type": "string"},
+        "filename": {"type": ["string", "null"], "description": "as the client sent it"},
+        "version_id": {"type": "string", "description": "only when the bucket is versioned"},
+    },
+}
+
+
+def spec(settings: S3Settings) -> dict[str, Any]:
+    """The document for this configuration (base path, auth)."""
+    base = settings.common.base_path
+    doc = document(
+        title="s3svc",
+        version=settings.common.version,
+        description="Streams multipart/form-data uploads into S3.",
+        base_path=base,
+        auth=bool(settings.common.api_keys_sha256),
+    )
+    doc["components"]["schemas"]["StoredFile"] = STORED_FILE
+    doc["paths"][f"{base}/upload"] = {
+        "post": {
+            "summary": "Store each `file` field as its own S3 object",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "string",
+                                        "contentMediaType": "application/octet-stream",
+                                    },
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": {
+                    "description": "Every file stored",
+                    "content": json_content(
+                        {
+                            "type": "object",
+                            "required": ["files", "request_id"],
+                            "properties": {
+                                "files": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/StoredFile"},
+                                },
+                                "request_id": {"type": "string"},
+                            },
+                        }
+                    ),
+                },
+                **error_responses(400, 401, 413, 415, 502, 503),
+            },
+        }
+    }
+    return doc
