@@ -41,6 +41,7 @@ ENV_METRICS = "METRICS_ENABLED"
 ENV_BREAKER_THRESHOLD = "BREAKER_THRESHOLD"
 ENV_BREAKER_RESET = "BREAKER_RESET_SECONDS"
 ENV_API_KEYS = "API_KEYS_SHA256"
+ENV_BODY_TIMEOUT = "BODY_IDLE_TIMEOUT"
 ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
 _BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
@@ -207,6 +208,8 @@ class CommonSettings:
     cloudwatch: CloudWatchSettings | None = None
     metrics: bool = True
     metrics_namespace: str = "UploadMessaging"
+    # Seconds a request body may go without a byte before the request is given up.
+    body_idle_timeout: float = 30.0
     # SHA-256 hex digests of accepted API keys; empty means no key is required.
     api_keys_sha256: tuple[str, ...] = ()
 
@@ -282,6 +285,7 @@ def read_common(
         metrics=env.flag(ENV_METRICS, True),
         metrics_namespace=env.text(ENV_METRICS_NAMESPACE, "UploadMessaging"),
         api_keys_sha256=digests,
+        body_idle_timeout=env.number(ENV_BODY_TIMEOUT, 30.0, lo=0.1, hi=3600.0),
     )
 
 

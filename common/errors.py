@@ -51,6 +51,13 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
+class RequestTimeout(ServiceError):
+    """408: the client stopped sending its body."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     """413: the body or one of its items exceeds a limit."""
 

@@ -20,19 +20,21 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from common.auth import auth_middleware
 from common.config import CommonSettings
-from common.errors import ServiceError
+from common.errors import RequestTimeout, ServiceError
 from common.logging import LogShipping, get_logger
 from common.metrics import REQUEST_METRICS, request_metrics
 
+T = TypeVar("T")
 log = get_logger("common.web")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -264,6 +266,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request,
             headers=headers,
         )
+    except HttpProcessingError as exc:
+        # aiohttp's parsers (e.g. multipart part headers) reject malformed input this way.
+        return error_response(400, "bad_request", f"malformed request: {exc.message}", request)
     except ConnectionResetError:
         log.info("client_disconnected")
         return web.Response(status=CLIENT_CLOSED)
@@ -328,6 +333,21 @@ def create_base_app(
 # After the grace period, how long aiohttp waits for a handler it has cancelled (e.g. an upload
 # aborting its multipart upload) before closing the app's clients.
 CANCEL_WAIT = 2.0
+
+
+async def body_read(awaitable: Awaitable[T], seconds: float) -> T:
+    """Await one read of a request body, giving up with 408 after ``seconds`` without data.
+
+    aiohttp has no body timeout of its own, so a client trickling its body (slow-loris) would
+    otherwise hold a handler, and whatever it buffers, for ever.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise RequestTimeout(
+            f"no request body data for {seconds:g}s; the request was given up", code="body_timeout"
+        ) from None
 
 
 class PortInUse(Exception):

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.hdrs import CONTENT_TYPE
+from aiohttp.http_exceptions import HttpProcessingError
 
 from common.aws import aws_error_code, client_ctx
 from common.breaker import OPEN, CircuitBreaker
@@ -22,7 +23,7 @@ from common.errors import (
 )
 from common.logging import get_logger
 from common.metrics import BYTES, add_metric
-from common.web import REQUEST_ID, create_base_app, json_response
+from common.web import REQUEST_ID, body_read, create_base_app, json_response
 from s3svc.config import S3Settings
 from s3svc.openapi import spec
 from s3svc.upload import ByteLimit, StoredFile, Uploader
@@ -35,6 +36,9 @@ UPLOADER: web.AppKey[Uploader] = web.AppKey("uploader", Uploader)
 S3_BREAKER: web.AppKey[CircuitBreaker] = web.AppKey("s3_breaker", CircuitBreaker)
 
 FILE_FIELD = "file"
+# How aiohttp's multipart parser reports a malformed body (HttpProcessingError: bad part headers,
+# e.g. a NUL byte or a line over 8 KiB).
+MULTIPART_ERRORS = (ValueError, AssertionError, RuntimeError, HttpProcessingError)
 # Form fields other than files are skipped; bound how many and how large, so a flood of tiny
 # fields or one huge text field cannot keep a request busy.
 MAX_OTHER_FIELDS = 100
@@ -60,10 +64,10 @@ def _allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     return content_type in allowed or f"{major}/*" in allowed
 
 
-async def _drain(part: BodyPartReader) -> None:
+async def _drain(part: BodyPartReader, idle_timeout: float) -> None:
     """Skip a non-file field, refusing one larger than MAX_OTHER_FIELD_BYTES."""
     seen = 0
-    while chunk := await part.read_chunk(8192):
+    while chunk := await body_read(part.read_chunk(8192), idle_timeout):
         seen += len(chunk)
         if seen > MAX_OTHER_FIELD_BYTES:
             raise PayloadTooLarge(
@@ -81,7 +85,7 @@ async def _open_multipart(request: web.Request) -> MultipartReader:
         )
     try:
         return await request.multipart()
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    except MULTIPART_ERRORS as exc:
         raise BadRequest(f"malformed multipart body: {exc}", code="malformed_multipart") from exc
 
 
@@ -110,8 +114,8 @@ async def upload(request: web.Request) -> web.Response:
     try:
         while True:
             try:
-                part = await reader.next()
-            except (ValueError, AssertionError, RuntimeError) as exc:
+                part = await body_read(reader.next(), settings.common.body_idle_timeout)
+            except MULTIPART_ERRORS as exc:
                 raise BadRequest(
                     f"malformed multipart body: {exc}", code="malformed_multipart"
                 ) from exc
@@ -127,7 +131,7 @@ async def upload(request: web.Request) -> web.Response:
                     raise BadRequest(
                         f"more than {MAX_OTHER_FIELDS} non-file form fields", code="too_many_fields"
                     )
-                await _drain(part)
+                await _drain(part, settings.common.body_idle_timeout)
                 continue
             if len(stored) >= settings.max_files:
                 raise BadRequest(

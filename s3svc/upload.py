@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader
+from aiohttp.http_exceptions import HttpProcessingError
 
 from common.aws import is_aws_failure, to_service_error
 from common.errors import BadRequest, PayloadTooLarge
 from common.logging import get_logger
+from common.web import body_read
 from s3svc.config import MAX_PART_SIZE, MAX_PARTS, MIB, S3Settings
 from s3svc.keys import make_key, metadata_filename
 
@@ -133,6 +135,7 @@ class _Source:
 
     part: BodyPartReader
     limit: ByteLimit
+    idle_timeout: float
     hasher: Any = field(default_factory=hashlib.sha256)
     size: int = 0
     carry: bytes = b""
@@ -172,8 +175,8 @@ class _Source:
 
     async def _read(self, size: int) -> bytes:
         try:
-            chunk = await self.part.read_chunk(size)
-        except (ValueError, AssertionError, RuntimeError) as exc:
+            chunk = await body_read(self.part.read_chunk(size), self.idle_timeout)
+        except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
             # aiohttp's multipart parser reports a malformed or truncated body this way.
             raise BadRequest(
                 f"malformed multipart body: {exc}", code="malformed_multipart"
@@ -244,7 +247,7 @@ class Uploader:
         bucket = self.settings.bucket
         assert bucket is not None  # the handler refuses uploads in local-safe mode
         key = make_key(self.settings.key_prefix, part.filename)
-        source = _Source(part, limit)
+        source = _Source(part, limit, self.settings.common.body_idle_timeout)
         part_size = _part_size_for(declared_size, self.settings.part_size)
 
         await self.budget.acquire(part_size)
