@@ -36,9 +36,10 @@ hadolint: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## make bench: the benchmarks under bench/, results printed and written to bench/results/.
+## make bench: the benchmarks under bench/; each prints a table and updates bench/RESULTS.md.
 bench: $(STAMP)
 	$(PY) bench/upload.py
+	$(PY) bench/sqs.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

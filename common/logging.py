@@ -41,7 +41,7 @@ SCHEMA: dict[str, str] = {
     "bytes_out": "response body size",
     "client_ip": "first `X-Forwarded-For` entry (the ALB adds it), else the peer",
     # failures
-    "error": "the stable error code of a failed request",
+    "error": "the stable error code of a failed request (on its access line too)",
     "message": "the error's human message",
     "exc_type": "exception class, on lines that carry one",
     "exc_message": "exception text",

@@ -53,7 +53,7 @@ QUERIES: dict[str, Query] = {
             "client-errors-by-route",
             "4xx answers per route and error code in 5-minute bins",
             'filter event = "request" and status >= 400 and status < 500\n'
-            "| stats count(*) as errors by route, status, bin(5m)\n"
+            "| stats count(*) as errors by route, error, bin(5m)\n"
             "| sort errors desc",
         ),
         Query(
@@ -75,7 +75,7 @@ QUERIES: dict[str, Query] = {
         Query(
             "request",
             "every line of one request, in order (--param request_id=...)",
-            "fields @timestamp, service, level, event, status, error, message, exc_type\n"
+            "fields @timestamp, service, level, event, status, error, @message\n"
             '| filter request_id = "{request_id}"\n'
             "| sort @timestamp asc\n"
             "| limit 1000",

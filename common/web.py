@@ -30,7 +30,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from common.auth import auth_middleware
 from common.config import CommonSettings
-from common.errors import RequestTimeout, ServiceError
+from common.errors import PayloadTooLarge, RequestTimeout, ServiceError
 from common.logging import LogShipping, get_logger
 from common.metrics import REQUEST_METRICS, request_metrics
 
@@ -244,6 +244,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ServiceError as exc:
+        structlog.contextvars.bind_contextvars(error=exc.code)
         if exc.status >= 500:
             log.warning("request_failed", error=exc.code, message=exc.message, status=exc.status)
         return error_response(
@@ -259,9 +260,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        structlog.contextvars.bind_contextvars(error=code)
         return error_response(
             exc.status,
-            _HTTP_CODES.get(exc.status, f"http_{exc.status}"),
+            code,
             exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text,
             request,
             headers=headers,
@@ -348,6 +351,27 @@ async def body_read(awaitable: Awaitable[T], seconds: float) -> T:
         raise RequestTimeout(
             f"no request body data for {seconds:g}s; the request was given up", code="body_timeout"
         ) from None
+
+
+async def read_body(request: web.Request, limit: int, idle_timeout: float) -> bytes:
+    """The whole request body, at most ``limit`` bytes (413 beyond), each read under the idle
+    timeout (408 when the client stops sending)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes exceeds the limit of {limit} bytes",
+            code="payload_too_large",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await body_read(request.content.readany(), idle_timeout):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body exceeds the limit of {limit} bytes", code="payload_too_large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class PortInUse(Exception):

@@ -103,8 +103,10 @@ def create_resources(endpoint: str, with_sqs: bool) -> dict[str, str]:
     if with_sqs:
         sqs = boto3.client("sqs", **kwargs)
         names["QUEUE_URL"] = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+        # Content-based deduplication: a curl without a deduplication id just works.
         names["FIFO_QUEUE_URL"] = sqs.create_queue(
-            QueueName=FIFO_QUEUE, Attributes={"FifoQueue": "true"}
+            QueueName=FIFO_QUEUE,
+            Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
         )["QueueUrl"]
     return names
 
@@ -121,7 +123,7 @@ def stop_all(children: list[Child]) -> None:
             child.proc.wait(5)
 
 
-def banner(s3_port: int, sqs_port: int | None, names: dict[str, str]) -> str:
+def banner(s3_port: int, sqs_ports: tuple[int, int] | None, names: dict[str, str]) -> str:
     """What to try, printed once everything is up."""
     lines = [
         "",
@@ -131,12 +133,17 @@ def banner(s3_port: int, sqs_port: int | None, names: dict[str, str]) -> str:
         f"    curl http://localhost:{s3_port}/s3/health",
         f'    curl -F "file=@README.md" http://localhost:{s3_port}/s3/upload',
     ]
-    if sqs_port is not None:
+    if sqs_ports is not None:
+        sqs_port, fifo_port = sqs_ports
         lines += [
             f"  sqssvc  http://localhost:{sqs_port}/sqs  (queue {names['QUEUE_URL']})",
             f"    curl http://localhost:{sqs_port}/sqs/health",
             f"    curl -X POST -H 'Content-Type: application/json' -d '{{\"message\":\"hi\"}}' "
             f"http://localhost:{sqs_port}/sqs/send",
+            f"  sqssvc  http://localhost:{fifo_port}/sqs  (FIFO queue {names['FIFO_QUEUE_URL']})",
+            f"    curl -X POST -H 'Content-Type: application/json' "
+            f"-d '{{\"message\":\"step 1\",\"group_id\":\"order-42\"}}' "
+            f"http://localhost:{fifo_port}/sqs/send",
         ]
     lines += [
         f"  logs    AWS_ENDPOINT_URL={names['AWS_ENDPOINT_URL']} AWS_ACCESS_KEY_ID=local "
@@ -153,12 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moto-port", type=int, default=5000)
     parser.add_argument("--s3-port", type=int, default=8080)
     parser.add_argument("--sqs-port", type=int, default=8081)
+    parser.add_argument("--sqs-fifo-port", type=int, default=8082)
     args = parser.parse_args(argv)
 
     with_sqs = (ROOT / "sqssvc" / "__main__.py").exists()
     ports = {"moto": args.moto_port, "s3svc": args.s3_port}
     if with_sqs:
         ports["sqssvc"] = args.sqs_port
+        ports["sqssvc (FIFO)"] = args.sqs_fifo_port
     taken = [f"{name} port {port}" for name, port in ports.items() if not port_free(port)]
     if taken:
         print(
@@ -196,13 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         services = [("s3svc", args.s3_port, {"BUCKET_NAME": BUCKET})]
         if with_sqs:
             services.append(("sqssvc", args.sqs_port, {"QUEUE_URL": names["QUEUE_URL"]}))
+            services.append(("sqssvc", args.sqs_fifo_port, {"QUEUE_URL": names["FIFO_QUEUE_URL"]}))
         for module, port, extra in services:
             child = start(
                 module, [sys.executable, "-m", module], dict(env, PORT=str(port), **extra)
             )
             children.append(child)
             wait_http(f"http://{HOST}:{port}/health", child)
-        print(banner(args.s3_port, args.sqs_port if with_sqs else None, names), flush=True)
+        sqs_ports = (args.sqs_port, args.sqs_fifo_port) if with_sqs else None
+        print(banner(args.s3_port, sqs_ports, names), flush=True)
         while not stopping.is_set():
             for child in children:
                 if child.proc.poll() is not None:

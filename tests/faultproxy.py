@@ -74,6 +74,24 @@ class Fault:
 Rule = Callable[[Call], Fault | None]
 
 
+def _error_response(call: Call, fault: Fault) -> web.Response:
+    """An AWS error in the protocol the call speaks: JSON (SQS, Logs) or XML (S3)."""
+    if call.target:
+        # awsJson with query compatibility: botocore reads the code from x-amzn-query-error.
+        service = call.target.split(".")[0]
+        return web.json_response(
+            {"__type": f"com.amazonaws.{service}#{fault.code}", "message": "injected fault"},
+            status=fault.status or 500,
+            headers={"x-amzn-query-error": f"{fault.code};Sender"},
+            content_type="application/x-amz-json-1.0",
+        )
+    xml = (
+        f"<Error><Code>{fault.code}</Code><Message>injected fault</Message>"
+        "<RequestId>faultproxy</RequestId></Error>"
+    )
+    return web.Response(status=fault.status or 500, text=xml, content_type="application/xml")
+
+
 @dataclass
 class FaultProxy:
     """Forwards to ``upstream``; ``rule`` decides per call whether to inject a fault."""
@@ -105,11 +123,7 @@ class FaultProxy:
                 request.transport.abort()
                 return web.Response(status=500)
             if fault.status is not None:
-                xml = (
-                    f"<Error><Code>{fault.code}</Code><Message>injected fault</Message>"
-                    "<RequestId>faultproxy</RequestId></Error>"
-                )
-                return web.Response(status=fault.status, text=xml, content_type="application/xml")
+                return _error_response(call, fault)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         async with self._session.request(

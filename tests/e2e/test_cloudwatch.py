@@ -280,3 +280,60 @@ def test_stream_name_from_ecs_task_id(ecs_metadata: str) -> None:
     )
     assert fallback.endswith(f"/{os.getpid()}")
     assert stream_name("s3svc", CloudWatchSettings("g", stream_name="fixed")) == "fixed"
+
+
+async def test_both_services_ship_every_field_the_queries_read(
+    service_env: dict[str, str],
+    bucket: str,
+    log_group: str,
+    logs_client: Any,
+    tmp_path: Path,
+    moto_url: str,
+) -> None:
+    """Both services running against moto with one log group: their lines arrive as JSON with
+    the request ids the callers saw, and together they emit every field the saved queries name."""
+    from common.aws import open_client
+    from common.config import AwsSettings
+    from common.queries import QUERIES, fields_used
+
+    async with open_client("sqs", AwsSettings(endpoint_url=moto_url)) as sqs:
+        queue_url = (await sqs.create_queue(QueueName=f"cw-{time.monotonic_ns()}"))["QueueUrl"]
+    env = dict(service_env, CLOUDWATCH_LOG_GROUP=log_group, CLOUDWATCH_SEND_INTERVAL="0.5")
+    s3svc = ServiceProcess("s3svc", dict(env, BUCKET_NAME=bucket), tmp_path / "s3.log").start()
+    sqssvc = ServiceProcess("sqssvc", dict(env, QUEUE_URL=queue_url), tmp_path / "sqs.log").start()
+    seen: dict[str, int] = {}
+    try:
+        async with aiohttp.ClientSession() as session:
+            form = aiohttp.FormData()
+            form.add_field("file", b"hello", filename="h.txt")
+            requests = [
+                ("POST", s3svc.url + "/s3/upload", {"data": form}),
+                ("GET", s3svc.url + "/s3/missing", {}),
+                ("POST", sqssvc.url + "/sqs/send", {"json": {"message": "hi"}}),
+                ("POST", sqssvc.url + "/sqs/send", {"json": {"nope": 1}}),
+            ]
+            for i, (method, url, kwargs) in enumerate(requests):
+                rid = f"both-{i}-{time.monotonic_ns()}"
+                async with session.request(
+                    method, url, headers={"X-Request-ID": rid}, **kwargs
+                ) as resp:
+                    assert resp.headers["X-Request-ID"] == rid
+                    seen[rid] = resp.status
+        lines = await wait_for_lines(logs_client, log_group, set(seen))
+        # batch_sent lines carry no request id: wait for one too.
+        deadline = time.monotonic() + 20
+        while not any(x["event"] == "batch_sent" for x in lines):
+            assert time.monotonic() < deadline, "no batch_sent line in CloudWatch"
+            await asyncio.sleep(0.3)
+            lines = await log_lines(logs_client, log_group)
+    finally:
+        s3svc.stop()
+        sqssvc.stop()
+    access = {
+        x["request_id"]: x for x in lines if x["event"] == "request" and x.get("request_id") in seen
+    }
+    assert {rid: a["status"] for rid, a in access.items()} == seen
+    assert {a["service"] for a in access.values()} == {"s3svc", "sqssvc"}
+    emitted = {key for line in lines for key in line}
+    wanted = set().union(*(fields_used(q.text) for q in QUERIES.values()))
+    assert wanted <= emitted, wanted - emitted

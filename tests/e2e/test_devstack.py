@@ -36,11 +36,13 @@ def test_readme_has_curl_lines_for_the_stack() -> None:
     commands = [c for c, _ in readme_curl_lines()]
     assert any("/s3/upload" in c for c in commands)
     assert any("/s3/health" in c for c in commands)
+    assert any("/sqs/send" in c for c in commands)
+    assert any("/sqs/send-batch" in c for c in commands)
 
 
 def test_devstack_serves_the_readme_curl_lines(tmp_path: Path) -> None:
     """Start the devstack, run the README's curl lines against it, then Ctrl-C stops everything."""
-    ports = {"8080": free_port(), "8081": free_port(), "moto": free_port()}
+    ports = {"8080": free_port(), "8081": free_port(), "8082": free_port(), "moto": free_port()}
     log = (tmp_path / "devstack.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -50,6 +52,8 @@ def test_devstack_serves_the_readme_curl_lines(tmp_path: Path) -> None:
             str(ports["8080"]),
             "--sqs-port",
             str(ports["8081"]),
+            "--sqs-fifo-port",
+            str(ports["8082"]),
             "--moto-port",
             str(ports["moto"]),
         ],
@@ -65,9 +69,9 @@ def test_devstack_serves_the_readme_curl_lines(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.2)
         for command, expected in readme_curl_lines():
-            local = command.replace("localhost:8080", f"localhost:{ports['8080']}").replace(
-                "localhost:8081", f"localhost:{ports['8081']}"
-            )
+            local = command
+            for default in ("8080", "8081", "8082"):
+                local = local.replace(f"localhost:{default}", f"localhost:{ports[default]}")
             done = subprocess.run(
                 ["bash", "-c", local.replace("curl ", "curl -sS -w '\\n%{http_code}' ", 1)],
                 cwd=ROOT,

@@ -1,0 +1,195 @@
+"""sqssvc's app factory and its routes, ``POST {BASE_PATH}/send`` and ``POST {BASE_PATH}/send-batch``.
+
+Both answer only after SQS stored (or refused) each message: every message goes through the one
+``Batcher`` of the app, and the request awaits its own result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from common.aws import aws_error_code, client_ctx
+from common.breaker import OPEN, CircuitBreaker
+from common.errors import NotConfigured, ServiceError, Unavailable
+from common.logging import get_logger
+from common.metrics import add_metric
+from common.web import REQUEST_ID, SHUTTING_DOWN, create_base_app, json_response
+from sqssvc.batcher import Batcher, BatcherConfig, SendResult
+from sqssvc.config import SqsSettings
+from sqssvc.messages import Limits, parse_batch, parse_message, read_json
+from sqssvc.openapi import spec
+
+log = get_logger("sqssvc.app")
+
+SQS_SETTINGS: web.AppKey[SqsSettings] = web.AppKey("sqs_settings", SqsSettings)
+SQS_CLIENT: web.AppKey[Any] = web.AppKey("sqs_client", object)
+BATCHER: web.AppKey[Batcher] = web.AppKey("batcher", Batcher)
+READY_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("ready_cache", dict)
+SQS_BREAKER: web.AppKey[CircuitBreaker] = web.AppKey("sqs_breaker", CircuitBreaker)
+
+READY_CACHE_SECONDS = 5.0
+READY_TIMEOUT = 5.0
+# An entry Id SQS refuses (only [A-Za-z0-9_-] are allowed): the probe call is authorised and
+# routed to the queue like a real send, then refused before anything is stored.
+PROBE_ENTRY_ID = "ready-probe!"
+
+
+def _limits(settings: SqsSettings) -> Limits:
+    return Limits(
+        fifo=settings.fifo,
+        max_message_bytes=settings.max_message_bytes,
+        max_batch_messages=settings.max_batch_messages,
+    )
+
+
+async def _read_json(request: web.Request) -> Any:
+    settings = request.app[SQS_SETTINGS]
+    return await read_json(request, settings.max_request_bytes, settings.common.body_idle_timeout)
+
+
+def _batcher(request: web.Request) -> Batcher:
+    """The app's batcher; 503 in local-safe mode or once shutdown has begun."""
+    settings = request.app[SQS_SETTINGS]
+    if settings.queue_url is None:
+        raise NotConfigured("sending is disabled: QUEUE_URL is not set", code="not_configured")
+    if request.app[SHUTTING_DOWN].is_set():
+        raise Unavailable("the service is shutting down; retry the request", code="shutting_down")
+    return request.app[BATCHER]
+
+
+async def send(request: web.Request) -> web.Response:
+    """Send one message; 200 with SQS's message id once SQS stored it."""
+    batcher = _batcher(request)
+    settings = request.app[SQS_SETTINGS]
+    message = parse_message(await _read_json(request), _limits(settings))
+    structlog.contextvars.bind_contextvars(queue=settings.queue_url)
+    result = await batcher.send(message)
+    structlog.contextvars.bind_contextvars(message_id=result.message_id)
+    add_metric(request, "MessagesSent", 1)
+    return json_response(result.as_json() | {"request_id": request[REQUEST_ID]})
+
+
+async def send_batch(request: web.Request) -> web.Response:
+    """Send up to MAX_BATCH_MESSAGES messages; 200 if all were stored, else 207 per item.
+
+    When none was stored and all failed alike, the answer is that failure's own status (e.g. 503
+    with Retry-After), still listing every item.
+    """
+    batcher = _batcher(request)
+    settings = request.app[SQS_SETTINGS]
+    messages = parse_batch(await _read_json(request), _limits(settings))
+    structlog.contextvars.bind_contextvars(queue=settings.queue_url)
+    outcomes = await asyncio.gather(*batcher.submit(messages), return_exceptions=True)
+    results: list[dict[str, Any]] = []
+    errors: list[ServiceError] = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, SendResult):
+            results.append({"index": index, "status": 200} | outcome.as_json())
+        elif isinstance(outcome, ServiceError):
+            errors.append(outcome)
+            results.append(
+                {
+                    "index": index,
+                    "status": outcome.status,
+                    "error": outcome.code,
+                    "message": outcome.message,
+                }
+                | outcome.details
+            )
+        else:
+            raise outcome
+    structlog.contextvars.bind_contextvars(messages=len(messages), failed=len(errors))
+    add_metric(request, "MessagesSent", len(messages) - len(errors))
+    summary = {"succeeded": len(messages) - len(errors), "failed": len(errors)}
+    retry_after = max((e.retry_after or 0 for e in errors), default=0) or None
+    if errors and len(errors) == len(messages) and len({e.status for e in errors}) == 1:
+        first = errors[0]
+        raise ServiceError(
+            f"none of the {len(messages)} messages was sent: {first.message}",
+            code=first.code,
+            status=first.status,
+            retry_after=retry_after,
+            details={"results": results, **summary},
+        )
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return json_response(
+        {"results": results, **summary, "request_id": request[REQUEST_ID]},
+        status=207 if errors else 200,
+        headers=headers,
+    )
+
+
+async def readiness(app: web.Application) -> str | None:
+    """Ready when the queue is configured and SQS answers for it, using only our own permission.
+
+    The probe is a ``SendMessageBatch`` (authorised by ``sqs:SendMessage``) whose one entry has an
+    Id SQS refuses: a reachable, existing queue we may send to answers ``InvalidBatchEntryId``
+    without storing anything; a missing queue or permission answers otherwise. Cached briefly.
+    """
+    settings = app[SQS_SETTINGS]
+    if settings.queue_url is None:
+        return "QUEUE_URL is not set (local-safe mode)"
+    if app[SQS_BREAKER].state == OPEN:
+        return "SQS is failing (circuit open); retrying shortly"
+    cache = app[READY_CACHE]
+    now = time.monotonic()
+    if now - cache.get("at", -1e9) < READY_CACHE_SECONDS:
+        reason: str | None = cache.get("reason")
+        return reason
+    entry = {"Id": PROBE_ENTRY_ID, "MessageBody": "readiness probe, never stored"}
+    if settings.fifo:
+        # A complete FIFO entry, so the invalid Id is the only thing SQS can object to.
+        entry |= {"MessageGroupId": "ready-probe", "MessageDeduplicationId": "ready-probe"}
+    try:
+        await asyncio.wait_for(
+            app[SQS_CLIENT].send_message_batch(QueueUrl=settings.queue_url, Entries=[entry]),
+            READY_TIMEOUT,
+        )
+        reason = "SQS accepted the readiness probe's invalid entry id"
+        log.error("ready_probe_accepted")
+    except ServiceError as exc:
+        reason = exc.message  # the breaker refused the probe
+    except Exception as exc:
+        code = (aws_error_code(exc) or "").removeprefix("AWS.SimpleQueueService.")
+        reason = (
+            None
+            if code == "InvalidBatchEntryId"
+            else f"SQS queue not usable: {code or type(exc).__name__}"
+        )
+    cache.update(at=now, reason=reason)
+    return reason
+
+
+def create_app(settings: SqsSettings) -> web.Application:
+    """Build sqssvc: health/ready from ``common``; the SQS client, then the batcher, in cleanup_ctx.
+
+    Cleanup runs in reverse: the batcher drains before the client it sends with is closed.
+    """
+    app = create_base_app(settings.common, readiness, openapi=spec(settings))
+    app[SQS_SETTINGS] = settings
+    app[READY_CACHE] = {}
+    aws = settings.common.aws
+    app[SQS_BREAKER] = breaker = CircuitBreaker(
+        "SQS", aws.breaker_threshold, aws.breaker_reset_seconds
+    )
+    queue_url = settings.queue_url
+    if queue_url is not None:
+        app.cleanup_ctx.append(client_ctx("sqs", aws, SQS_CLIENT, breaker))
+
+        async def batcher_ctx(app: web.Application) -> AsyncIterator[None]:
+            batcher = Batcher(app[SQS_CLIENT], queue_url, BatcherConfig.from_settings(settings))
+            app[BATCHER] = batcher
+            yield
+            await batcher.close(settings.drain_seconds)
+
+        app.cleanup_ctx.append(batcher_ctx)
+    base = settings.common.base_path
+    app.router.add_post(f"{base}/send", send)
+    app.router.add_post(f"{base}/send-batch", send_batch)
+    return app

@@ -1,0 +1,129 @@
+"""sqssvc settings, parsed once from the environment.
+
+Every variable, its default and meaning:
+
+- ``QUEUE_URL`` (unset): the queue to send to; unset means local-safe mode (sends answer 503
+  ``not_configured``). A URL ending in ``.fifo`` is a FIFO queue.
+- ``SQS_MAX_BATCH`` (10, 1-10): entries per ``SendMessageBatch``; 1 disables coalescing.
+- ``SQS_MAX_IN_FLIGHT`` (4, 1-64): batches sent concurrently. Fewer slots make fuller batches
+  under load; more slots add throughput headroom (each slot carries up to 10 messages per call).
+- ``SQS_MAX_PENDING`` (1000) and ``SQS_MAX_PENDING_BYTES`` (64MiB): messages waiting for a slot
+  (including those waiting to be retried); beyond either bound a send answers 503 ``overloaded``.
+- ``SQS_ENTRY_MAX_ATTEMPTS`` (5, 1-20): attempts per message when SQS fails an entry with
+  ``SenderFault=false``; ``SQS_RETRY_BASE_SECONDS`` (0.05) and ``SQS_RETRY_MAX_SECONDS`` (2.0) shape
+  the full-jitter exponential backoff between them. Whole-call failures are retried by botocore
+  (``AWS_RETRY_MODE``, ``AWS_MAX_ATTEMPTS``), not here.
+- ``SQS_MAX_MESSAGE_BYTES`` (1MiB, 1KiB-1MiB): largest body + attributes accepted; set it to the
+  queue's ``MaximumMessageSize`` if that is lower.
+- ``MAX_BATCH_MESSAGES`` (100, 1-1000): messages per ``/send-batch`` request.
+- ``MAX_REQUEST_BYTES`` (16MiB): largest request body (JSON escaping makes it larger than the
+  message itself).
+- ``SQS_DRAIN_SECONDS`` (4): at shutdown, after in-flight requests finished, how long to wait for
+  batches still being sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from common.config import CommonSettings, EnvReader, read_common
+
+SERVICE = "sqssvc"
+KIB = 1024
+MIB = 1024**2
+
+ENV_QUEUE_URL = "QUEUE_URL"
+ENV_MAX_BATCH = "SQS_MAX_BATCH"
+ENV_MAX_IN_FLIGHT = "SQS_MAX_IN_FLIGHT"
+ENV_MAX_PENDING = "SQS_MAX_PENDING"
+ENV_MAX_PENDING_BYTES = "SQS_MAX_PENDING_BYTES"
+ENV_MAX_ATTEMPTS = "SQS_ENTRY_MAX_ATTEMPTS"
+ENV_RETRY_BASE = "SQS_RETRY_BASE_SECONDS"
+ENV_RETRY_MAX = "SQS_RETRY_MAX_SECONDS"
+ENV_MAX_MESSAGE_BYTES = "SQS_MAX_MESSAGE_BYTES"
+ENV_MAX_BATCH_MESSAGES = "MAX_BATCH_MESSAGES"
+ENV_MAX_REQUEST_BYTES = "MAX_REQUEST_BYTES"
+ENV_DRAIN = "SQS_DRAIN_SECONDS"
+
+# SQS's own limits: 10 entries per batch call, 1 MiB per message and per batch call.
+SQS_BATCH_LIMIT = 10
+SQS_MAX_MESSAGE_BYTES = MIB
+SQS_MAX_BATCH_BYTES = MIB
+
+_QUEUE_URL_RE = re.compile(r"^https?://[^\s/]+(/[^\s/]+)*/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class SqsSettings:
+    """Everything sqssvc needs; ``queue_url`` None means local-safe mode (sends answer 503)."""
+
+    common: CommonSettings
+    queue_url: str | None
+    max_batch: int = SQS_BATCH_LIMIT
+    max_in_flight: int = 4
+    max_pending: int = 1000
+    max_pending_bytes: int = 64 * MIB
+    max_attempts: int = 5
+    retry_base: float = 0.05
+    retry_cap: float = 2.0
+    max_message_bytes: int = SQS_MAX_MESSAGE_BYTES
+    max_batch_messages: int = 100
+    max_request_bytes: int = 16 * MIB
+    drain_seconds: float = 4.0
+
+    @property
+    def fifo(self) -> bool:
+        """True for a FIFO queue (its name ends in ``.fifo``)."""
+        return self.queue_url is not None and self.queue_url.endswith(".fifo")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SqsSettings:
+        """Parse and validate; raises ConfigError listing every problem."""
+        env = EnvReader(environ)
+        common = read_common(env, service=SERVICE, default_port=8081, default_base="/sqs")
+        queue_url = env.optional(ENV_QUEUE_URL)
+        if queue_url is not None and not _QUEUE_URL_RE.match(queue_url):
+            env.errors.append(
+                f"{ENV_QUEUE_URL}={queue_url!r} is not valid: expected a queue URL like "
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/orders (or .../orders.fifo)"
+            )
+        max_pending = env.integer(ENV_MAX_PENDING, 1000, lo=1, hi=1_000_000)
+        max_pending_bytes = env.size(ENV_MAX_PENDING_BYTES, 64 * MIB, lo=MIB, hi=16 * 1024 * MIB)
+        max_batch_messages = env.integer(ENV_MAX_BATCH_MESSAGES, 100, lo=1, hi=1000)
+        max_request_bytes = env.size(ENV_MAX_REQUEST_BYTES, 16 * MIB, lo=64 * KIB, hi=1024 * MIB)
+        retry_base = env.number(ENV_RETRY_BASE, 0.05, lo=0.001, hi=60.0)
+        retry_cap = env.number(ENV_RETRY_MAX, 2.0, lo=0.001, hi=300.0)
+        # One /send-batch request is admitted whole or not at all, so it must fit the bounds.
+        if max_pending < max_batch_messages:
+            env.errors.append(
+                f"{ENV_MAX_PENDING}={max_pending} is smaller than "
+                f"{ENV_MAX_BATCH_MESSAGES}={max_batch_messages}: one batch request must fit"
+            )
+        if max_pending_bytes < max_request_bytes:
+            env.errors.append(
+                f"{ENV_MAX_PENDING_BYTES}={max_pending_bytes} is smaller than "
+                f"{ENV_MAX_REQUEST_BYTES}={max_request_bytes}: one request must fit"
+            )
+        if retry_cap < retry_base:
+            env.errors.append(f"{ENV_RETRY_MAX}={retry_cap} is smaller than {ENV_RETRY_BASE}")
+        settings = cls(
+            common=common,
+            queue_url=queue_url,
+            max_batch=env.integer(ENV_MAX_BATCH, SQS_BATCH_LIMIT, lo=1, hi=SQS_BATCH_LIMIT),
+            max_in_flight=env.integer(ENV_MAX_IN_FLIGHT, 4, lo=1, hi=64),
+            max_pending=max_pending,
+            max_pending_bytes=max_pending_bytes,
+            max_attempts=env.integer(ENV_MAX_ATTEMPTS, 5, lo=1, hi=20),
+            retry_base=retry_base,
+            retry_cap=retry_cap,
+            max_message_bytes=env.size(
+                ENV_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES, lo=KIB, hi=SQS_MAX_MESSAGE_BYTES
+            ),
+            max_batch_messages=max_batch_messages,
+            max_request_bytes=max_request_bytes,
+            drain_seconds=env.number(ENV_DRAIN, 4.0, lo=0.0, hi=600.0),
+        )
+        env.check()
+        return settings

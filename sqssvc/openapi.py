@@ -1,0 +1,153 @@
+"""sqssvc's OpenAPI 3.1 document, served at ``{BASE_PATH}/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.openapi import document, error_responses, json_content
+from sqssvc.config import SqsSettings
+from sqssvc.messages import MAX_ATTRIBUTES, MAX_DELAY_SECONDS
+
+ATTRIBUTE = {
+    "oneOf": [
+        {"type": "string", "description": "a String attribute"},
+        {"type": "number", "description": "a Number attribute"},
+        {
+            "type": "object",
+            "required": ["type", "value"],
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "pattern": "^(String|Number|Binary)(\\.[A-Za-z0-9_.-]+)?$",
+                },
+                "value": {"type": ["string", "number"], "description": "base64 for Binary"},
+            },
+            "additionalProperties": False,
+        },
+    ]
+}
+
+MESSAGE = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {
+        "message": {"description": "a string is sent as is; any other JSON value as compact JSON"},
+        "attributes": {
+            "type": "object",
+            "maxProperties": MAX_ATTRIBUTES,
+            "additionalProperties": {"$ref": "#/components/schemas/Attribute"},
+        },
+        "delay_seconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_DELAY_SECONDS,
+            "description": "standard queues only",
+        },
+        "group_id": {"type": "string", "description": "FIFO queues: required"},
+        "deduplication_id": {"type": "string", "description": "FIFO queues"},
+    },
+    "additionalProperties": False,
+}
+
+SENT = {
+    "type": "object",
+    "required": ["message_id", "md5_of_body"],
+    "properties": {
+        "message_id": {"type": "string"},
+        "md5_of_body": {"type": "string"},
+        "md5_of_message_attributes": {"type": "string"},
+        "sequence_number": {"type": "string", "description": "FIFO queues"},
+        "request_id": {"type": "string"},
+    },
+}
+
+BATCH_RESULT = {
+    "type": "object",
+    "required": ["results", "succeeded", "failed", "request_id"],
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "status"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "status": {"type": "integer"},
+                    "message_id": {"type": "string"},
+                    "error": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "succeeded": {"type": "integer"},
+        "failed": {"type": "integer"},
+        "request_id": {"type": "string"},
+    },
+}
+
+
+def spec(settings: SqsSettings) -> dict[str, Any]:
+    """The document for this configuration (base path, auth, batch size)."""
+    base = settings.common.base_path
+    doc = document(
+        title="sqssvc",
+        version=settings.common.version,
+        description="Sends JSON messages to SQS, coalescing concurrent requests into batches.",
+        base_path=base,
+        auth=bool(settings.common.api_keys_sha256),
+    )
+    doc["components"]["schemas"].update(
+        {"Attribute": ATTRIBUTE, "Message": MESSAGE, "Sent": SENT, "BatchResult": BATCH_RESULT}
+    )
+    errors = error_responses(400, 401, 413, 415, 422, 502, 503)
+    doc["paths"][f"{base}/send"] = {
+        "post": {
+            "summary": "Send one message; 200 only once SQS stored it",
+            "requestBody": {
+                "required": True,
+                "content": json_content({"$ref": "#/components/schemas/Message"}),
+            },
+            "responses": {
+                "200": {
+                    "description": "Stored by SQS",
+                    "content": json_content({"$ref": "#/components/schemas/Sent"}),
+                },
+                **errors,
+            },
+        }
+    }
+    doc["paths"][f"{base}/send-batch"] = {
+        "post": {
+            "summary": "Send several messages; per-item results in request order",
+            "requestBody": {
+                "required": True,
+                "content": json_content(
+                    {
+                        "type": "object",
+                        "required": ["messages"],
+                        "properties": {
+                            "messages": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": settings.max_batch_messages,
+                                "items": {"$ref": "#/components/schemas/Message"},
+                            }
+                        },
+                        "additionalProperties": False,
+                    }
+                ),
+            },
+            "responses": {
+                "200": {
+                    "description": "Every message stored",
+                    "content": json_content({"$ref": "#/components/schemas/BatchResult"}),
+                },
+                "207": {
+                    "description": "Some stored, some failed (see each result)",
+                    "content": json_content({"$ref": "#/components/schemas/BatchResult"}),
+                },
+                **errors,
+            },
+        }
+    }
+    return doc

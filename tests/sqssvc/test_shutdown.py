@@ -1,0 +1,109 @@
+"""``python -m sqssvc`` under continuous load gets SIGTERM: no 2xx message is ever lost.
+
+The service runs as its own process, as in the container, talking to moto through a proxy that
+holds every SendMessageBatch for 200 ms, so batches are certainly in flight and messages pending
+when the signal arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.faultproxy import Call, Fault, fault_proxy
+from tests.procs import ServiceProcess
+from tests.sqssvc.conftest import drain
+
+WORKERS = 16
+
+
+@dataclass
+class Outcome:
+    """One request of the load: its body, when it ended, and how."""
+
+    body: str
+    ended: float
+    status: int | None = None  # None: no HTTP answer (connection refused or dropped)
+    error: str | None = None
+
+
+async def test_sigterm_under_load_loses_no_acknowledged_message(
+    moto_url: str, service_env: dict[str, str], tmp_path: Path, sqs: Any, queue_url: str
+) -> None:
+    """Every 2xx message is in the queue; in-flight requests finish; later ones are refused cleanly."""
+
+    def slow_batches(call: Call) -> Fault | None:
+        return Fault(delay=0.2) if call.target == "AmazonSQS.SendMessageBatch" else None
+
+    async with fault_proxy(moto_url, slow_batches) as proxy:
+        env = dict(
+            service_env,
+            AWS_ENDPOINT_URL=proxy.url,
+            QUEUE_URL=queue_url,
+            SHUTDOWN_GRACE_SECONDS="10",
+        )
+        svc = ServiceProcess("sqssvc", env, tmp_path / "sqssvc.log")
+        await asyncio.to_thread(svc.start)
+        outcomes: list[Outcome] = []
+        exited = asyncio.Event()
+        acked = asyncio.Event()
+
+        async def worker(n: int, session: aiohttp.ClientSession) -> None:
+            i = 0
+            while True:
+                body = f"w{n:02d}-{i:05d}"
+                i += 1
+                out = Outcome(body, 0.0)
+                try:
+                    async with session.post(svc.url + "/sqs/send", json={"message": body}) as r:
+                        out.status = r.status
+                        if r.status != 200:
+                            out.error = (await r.json())["error"]
+                except aiohttp.ClientError as exc:
+                    out.error = type(exc).__name__
+                out.ended = time.monotonic()
+                outcomes.append(out)
+                if sum(o.status == 200 for o in outcomes) >= 60:
+                    acked.set()
+                if exited.is_set() and out.status is None:
+                    return  # the service is gone and refuses us: this worker is done
+                if out.status is None:
+                    await asyncio.sleep(0.01)
+
+        try:
+            async with aiohttp.ClientSession() as session:
+                workers = [asyncio.create_task(worker(n, session)) for n in range(WORKERS)]
+                await asyncio.wait_for(acked.wait(), 30)
+                sigterm_at = time.monotonic()
+                svc.signal(signal.SIGTERM)
+                code = await asyncio.to_thread(svc.wait, 30)
+                exited.set()
+                await asyncio.wait_for(asyncio.gather(*workers), 30)
+        finally:
+            svc.stop()
+
+    assert code == 0, svc.output()[-3000:]
+    stored = [m["Body"] for m in await drain(sqs, queue_url)]
+    assert len(stored) == len(set(stored))  # nothing stored twice
+    acknowledged = {o.body for o in outcomes if o.status == 200}
+    assert acknowledged <= set(stored), sorted(acknowledged - set(stored))[:10]
+    # Requests in flight when SIGTERM arrived were finished, not cut off...
+    assert any(o.status == 200 and o.ended > sigterm_at for o in outcomes)
+    # ...and everything not acknowledged was refused cleanly: no answer at all, or a JSON 503.
+    refusals = [o for o in outcomes if o.status != 200]
+    assert refusals, "no request was refused after shutdown"
+    for o in refusals:
+        assert o.status in (None, 503), o
+        assert o.status is None or o.error == "shutting_down", o
+    events = [
+        json.loads(line).get("event") for line in svc.output().splitlines() if line.startswith("{")
+    ]
+    assert "shutdown_started" in events
+    assert "batcher_closed" in events

@@ -1,0 +1,349 @@
+"""Every validation rule: status and stable ``error`` code, and nothing reaches the queue.
+
+moto accepts much of what SQS refuses (forbidden characters, 11 attributes, sizes counted in
+characters), so these rules are ours; each case here would pass straight through to moto if the
+validator let it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from common.errors import ServiceError
+from sqssvc.messages import Limits, parse_message
+from tests.sqssvc.conftest import Client, drain
+
+MIB = 1024**2
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+async def post_raw(client: Client, path: str, data: bytes, ctype: str = "application/json") -> Any:
+    """POST raw bytes; returns (status, JSON body)."""
+    resp = await client.post(path, data=data, headers={"Content-Type": ctype})
+    body = await resp.json()
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    return resp.status, body
+
+
+def attrs(n: int) -> dict[str, str]:
+    """``n`` valid String attributes."""
+    return {f"a{i}": "v" for i in range(n)}
+
+
+STANDARD_CASES: list[tuple[str, Any, int, str]] = [
+    ("missing message", {}, 422, "missing_message"),
+    ("null message", {"message": None}, 422, "missing_message"),
+    ("not an object", ["hello"], 422, "invalid_request"),
+    ("unknown field", {"message": "x", "mesage": "y"}, 422, "unknown_field"),
+    ("empty message", {"message": ""}, 422, "empty_message"),
+    # 600,000 characters but 1,200,000 UTF-8 bytes: moto would count characters and accept it.
+    ("over 1 MiB in UTF-8 bytes", {"message": "é" * 600_000}, 413, "message_too_large"),
+    (
+        "body + attributes over 1 MiB",
+        {"message": "x" * (MIB - 50), "attributes": {"note": "y" * 100}},
+        413,
+        "message_too_large",
+    ),
+    ("NUL character", {"message": "a\u0000b"}, 422, "invalid_characters"),
+    ("C0 control", {"message": "bell\u0007"}, 422, "invalid_characters"),
+    ("U+FFFF", {"message": "\uffff"}, 422, "invalid_characters"),
+    ("U+FFFE in a JSON value", {"message": {"k": "\ufffe"}}, 422, "invalid_characters"),
+    (
+        "forbidden char in attribute",
+        {"message": "x", "attributes": {"a": "\u0001"}},
+        422,
+        "invalid_characters",
+    ),
+    ("11 attributes", {"message": "x", "attributes": attrs(11)}, 422, "too_many_attributes"),
+    ("attributes not an object", {"message": "x", "attributes": ["a"]}, 422, "invalid_attributes"),
+    (
+        "name AWS.",
+        {"message": "x", "attributes": {"AWS.trace": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    (
+        "name amazon.",
+        {"message": "x", "attributes": {"amazon.x": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    (
+        "name leading period",
+        {"message": "x", "attributes": {".a": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    (
+        "name trailing period",
+        {"message": "x", "attributes": {"a.": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    (
+        "name double period",
+        {"message": "x", "attributes": {"a..b": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    (
+        "name with space",
+        {"message": "x", "attributes": {"a b": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    (
+        "name too long",
+        {"message": "x", "attributes": {"n" * 257: "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    ("empty name", {"message": "x", "attributes": {"": "v"}}, 422, "invalid_attribute_name"),
+    (
+        "unknown type",
+        {"message": "x", "attributes": {"a": {"type": "Text", "value": "v"}}},
+        422,
+        "invalid_attribute_type",
+    ),
+    (
+        "empty type label",
+        {"message": "x", "attributes": {"a": {"type": "String.", "value": "v"}}},
+        422,
+        "invalid_attribute_type",
+    ),
+    ("boolean value", {"message": "x", "attributes": {"a": True}}, 422, "invalid_attribute_value"),
+    ("null value", {"message": "x", "attributes": {"a": None}}, 422, "invalid_attribute_value"),
+    (
+        "empty string value",
+        {"message": "x", "attributes": {"a": ""}},
+        422,
+        "invalid_attribute_value",
+    ),
+    (
+        "bad base64",
+        {"message": "x", "attributes": {"a": {"type": "Binary", "value": "%%%"}}},
+        422,
+        "invalid_attribute_value",
+    ),
+    (
+        "empty binary",
+        {"message": "x", "attributes": {"a": {"type": "Binary", "value": ""}}},
+        422,
+        "invalid_attribute_value",
+    ),
+    (
+        "non-numeric Number",
+        {"message": "x", "attributes": {"a": {"type": "Number", "value": "abc"}}},
+        422,
+        "invalid_attribute_value",
+    ),
+    (
+        "Number out of range",
+        {"message": "x", "attributes": {"a": 1e200}},
+        422,
+        "invalid_attribute_value",
+    ),
+    (
+        "Number with 39 digits",
+        {"message": "x", "attributes": {"a": {"type": "Number", "value": "1" * 39}}},
+        422,
+        "invalid_attribute_value",
+    ),
+    (
+        "object value with extra key",
+        {"message": "x", "attributes": {"a": {"type": "String", "value": "v", "x": 1}}},
+        422,
+        "invalid_attribute_value",
+    ),
+    ("delay negative", {"message": "x", "delay_seconds": -1}, 422, "invalid_delay"),
+    ("delay over 900", {"message": "x", "delay_seconds": 901}, 422, "invalid_delay"),
+    ("delay fractional", {"message": "x", "delay_seconds": 1.5}, 422, "invalid_delay"),
+    ("delay as string", {"message": "x", "delay_seconds": "10"}, 422, "invalid_delay"),
+    ("delay boolean", {"message": "x", "delay_seconds": True}, 422, "invalid_delay"),
+    (
+        "deduplication id on a standard queue",
+        {"message": "x", "deduplication_id": "d"},
+        422,
+        "deduplication_id_not_allowed",
+    ),
+    ("group id too long", {"message": "x", "group_id": "g" * 129}, 422, "invalid_group_id"),
+]
+
+FIFO_CASES: list[tuple[str, Any, int, str]] = [
+    ("group id missing", {"message": "x"}, 422, "missing_group_id"),
+    (
+        "delay on FIFO",
+        {"message": "x", "group_id": "g", "delay_seconds": 0},
+        422,
+        "delay_not_allowed_on_fifo",
+    ),
+    ("group id with space", {"message": "x", "group_id": "a b"}, 422, "invalid_group_id"),
+    ("group id non-ASCII", {"message": "x", "group_id": "grüße"}, 422, "invalid_group_id"),
+    (
+        "deduplication id too long",
+        {"message": "x", "group_id": "g", "deduplication_id": "d" * 129},
+        422,
+        "invalid_deduplication_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("payload", "fifo", "status", "code"),
+    [pytest.param(p, False, s, c, id=name) for name, p, s, c in STANDARD_CASES]
+    + [pytest.param(p, True, s, c, id=name) for name, p, s, c in FIFO_CASES],
+)
+def test_validator_rule(payload: Any, fifo: bool, status: int, code: str) -> None:
+    """The validator refuses each invalid message with its status and stable code."""
+    with pytest.raises(ServiceError) as info:
+        parse_message(payload, Limits(fifo=fifo, max_message_bytes=MIB))
+    assert (info.value.status, info.value.code) == (status, code)
+    assert info.value.details["field"]
+
+
+async def test_every_rule_over_http(
+    make_client: MakeClient, sqs: Any, queue_url: str, fifo_queue_url: str
+) -> None:
+    """Through the real app, each rule answers its status and code as JSON; nothing is sent."""
+    standard = await make_client(queue_url)
+    fifo = await make_client(fifo_queue_url)
+    mismatches = []
+    for client, cases in ((standard, STANDARD_CASES), (fifo, FIFO_CASES)):
+        for name, payload, status, code in cases:
+            got_status, body = await post_raw(client, "/sqs/send", json.dumps(payload).encode())
+            if (got_status, body.get("error")) != (status, code) or not body.get("message"):
+                mismatches.append((name, got_status, body))
+    assert mismatches == []
+    assert await drain(sqs, queue_url) == []
+    assert await drain(sqs, fifo_queue_url) == []
+
+
+BODY_CASES = [
+    ("truncated", b'{"message": ', "application/json", 400, "invalid_json"),
+    ("empty body", b"", "application/json", 400, "invalid_json"),
+    ("NaN", b'{"message": NaN}', "application/json", 400, "invalid_json"),
+    ("infinite number", b'{"message": 1e999}', "application/json", 400, "invalid_json"),
+    ("not UTF-8", b'{"message": "\xff"}', "application/json", 400, "invalid_json"),
+    ("text/plain", b'{"message": "x"}', "text/plain", 415, "unsupported_media_type"),
+    ("form", b"message=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+]
+
+
+async def test_body_level_rules(client: Client) -> None:
+    """Malformed JSON is 400 invalid_json, a non-JSON media type 415, on /send and /send-batch."""
+    mismatches = []
+    for path in ("/sqs/send", "/sqs/send-batch"):
+        for name, data, ctype, status, code in BODY_CASES:
+            got_status, body = await post_raw(client, path, data, ctype)
+            if (got_status, body["error"]) != (status, code):
+                mismatches.append((path, name, got_status, body))
+    assert mismatches == []
+
+
+async def test_lone_surrogate_is_refused(client: Client) -> None:
+    """A lone surrogate escape is valid JSON text but no character SQS (or UTF-8) can carry."""
+    got_status, body = await post_raw(client, "/sqs/send", b'{"message": "a\\ud800"}')
+    assert (got_status, body["error"]) == (422, "invalid_characters")
+
+
+async def test_json_suffix_media_type_is_accepted(client: Client, sqs: Any, queue_url: str) -> None:
+    """``application/<x>+json`` is JSON too."""
+    got_status, _ = await post_raw(
+        client, "/sqs/send", b'{"message": "x"}', "application/vnd.a+json"
+    )
+    assert got_status == 200
+    assert len(await drain(sqs, queue_url)) == 1
+
+
+async def test_request_over_max_request_bytes_is_413(
+    make_client: MakeClient, queue_url: str
+) -> None:
+    """A body larger than MAX_REQUEST_BYTES is refused before it is parsed."""
+    client = await make_client(queue_url, max_request_bytes=64 * 1024)
+    got_status, body = await post_raw(
+        client, "/sqs/send", json.dumps({"message": "x" * 70_000}).encode()
+    )
+    assert (got_status, body["error"]) == (413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        pytest.param({"messages": "x"}, 422, "invalid_request", id="not a list"),
+        pytest.param({}, 422, "invalid_request", id="missing"),
+        pytest.param({"messages": []}, 422, "empty_batch", id="empty"),
+        pytest.param({"messages": [{"message": "x"}] * 101}, 413, "too_many_messages", id="101"),
+        pytest.param(
+            {"messages": [{"message": "x"}], "extra": 1}, 422, "unknown_field", id="unknown"
+        ),
+    ],
+)
+async def test_send_batch_shape_rules(client: Client, payload: Any, status: int, code: str) -> None:
+    """The /send-batch envelope: a non-empty list of at most MAX_BATCH_MESSAGES items."""
+    got_status, body = await post_raw(client, "/sqs/send-batch", json.dumps(payload).encode())
+    assert (got_status, body["error"]) == (status, code), body
+
+
+async def test_send_batch_with_invalid_items_sends_nothing(
+    client: Client, sqs: Any, queue_url: str
+) -> None:
+    """One invalid item rejects the whole request (422, every bad index listed); none is sent."""
+    messages = [
+        {"message": "fine"},
+        {"message": "bad\u0000"},
+        {"message": "fine too"},
+        {"message": "x", "delay_seconds": 1000},
+    ]
+    got_status, body = await post_raw(
+        client, "/sqs/send-batch", json.dumps({"messages": messages}).encode()
+    )
+    assert (got_status, body["error"]) == (422, "invalid_messages")
+    assert [(e["index"], e["error"]) for e in body["errors"]] == [
+        (1, "invalid_characters"),
+        (3, "invalid_delay"),
+    ]
+    assert body["errors"][1]["field"] == "messages[3].delay_seconds"
+    assert await drain(sqs, queue_url) == []
+
+
+def test_size_counts_utf8_bytes_of_body_and_attributes() -> None:
+    """Size = UTF-8 body + each attribute's name, type and value (Binary: decoded bytes)."""
+    limits = Limits(fifo=False, max_message_bytes=MIB)
+    m = parse_message(
+        {
+            "message": "héllo",  # 6 bytes
+            "attributes": {
+                "n": 42,  # 1 + len("Number") 6 + 2
+                "s": {"type": "String.x", "value": "€"},  # 1 + 8 + 3
+                "b": {"type": "Binary", "value": base64.b64encode(b"1234").decode()},  # 1 + 6 + 4
+            },
+        },
+        limits,
+    )
+    assert m.size == 6 + (1 + 6 + 2) + (1 + 8 + 3) + (1 + 6 + 4)
+
+
+def test_exactly_the_limit_is_accepted() -> None:
+    """A message of exactly SQS_MAX_MESSAGE_BYTES passes; one byte more does not."""
+    limits = Limits(fifo=False, max_message_bytes=1000)
+    assert parse_message({"message": "x" * 1000}, limits).size == 1000
+    with pytest.raises(Exception, match="limit is 1000"):
+        parse_message({"message": "x" * 1001}, limits)
+
+
+def test_allowed_edge_characters_pass() -> None:
+    """Tab, LF, CR, U+D7FF, U+E000, U+FFFD and astral characters are allowed."""
+    limits = Limits(fifo=False, max_message_bytes=MIB)
+    text = "\t\n\r \ud7ff\ue000\ufffd\U0001f600\U0010ffff"
+    assert parse_message({"message": text}, limits).body == text
+
+
+def test_group_id_is_allowed_on_standard_queues() -> None:
+    """A group id on a standard queue is passed on (SQS fair queues use it)."""
+    limits = Limits(fifo=False, max_message_bytes=MIB)
+    assert parse_message({"message": "x", "group_id": "tenant-1"}, limits).group_id == "tenant-1"
