@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck hadolint pytest bench clean
+.PHONY: install run test lint typecheck hadolint pytest bench soak audit clean
 
 install: $(STAMP)
 
@@ -40,6 +40,16 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/upload.py
 	$(PY) bench/sqs.py
+
+## make soak: the load-without-loss test at full size (make test runs a short variant).
+soak: $(STAMP)
+	SOAK_MESSAGES=20000 SOAK_CONCURRENCY=200 SOAK_UPLOADS=50 SOAK_UPLOAD_MIB=32 \
+		$(PY) -m pytest tests/e2e/test_soak.py -q -s
+
+## make audit: known vulnerabilities in the locked dependencies (needs PyPI's JSON API or OSV).
+audit: $(STAMP)
+	$(PY) -m pip install --quiet pip-audit
+	$(VENV)/bin/pip-audit --strict -r constraints.txt --no-deps --disable-pip
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -142,7 +142,7 @@ def banner(s3_port: int, sqs_ports: tuple[int, int] | None, names: dict[str, str
             f"http://localhost:{sqs_port}/sqs/send",
             f"  sqssvc  http://localhost:{fifo_port}/sqs  (FIFO queue {names['FIFO_QUEUE_URL']})",
             f"    curl -X POST -H 'Content-Type: application/json' "
-            f"-d '{{\"message\":\"step 1\",\"group_id\":\"order-42\"}}' "
+            f'-d \'{{"message":"step 1","group_id":"order-42"}}\' '
             f"http://localhost:{fifo_port}/sqs/send",
         ]
     lines += [
