@@ -306,7 +306,7 @@ async def test_both_services_ship_every_field_the_queries_read(
         async with aiohttp.ClientSession() as session:
             form = aiohttp.FormData()
             form.add_field("file", b"hello", filename="h.txt")
-            requests = [
+            requests: list[tuple[str, str, dict[str, Any]]] = [
                 ("POST", s3svc.url + "/s3/upload", {"data": form}),
                 ("GET", s3svc.url + "/s3/missing", {}),
                 ("POST", sqssvc.url + "/sqs/send", {"json": {"message": "hi"}}),
