@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck hadolint pytest bench soak audit clean
+.PHONY: install run test lint typecheck hadolint deploy-lint pytest bench soak audit clean
 
 install: $(STAMP)
 
@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(PY) deploy/devstack.py $(ARGS)
 
-## make test: lint, types, Dockerfiles, then the whole pytest suite.
-test: lint typecheck hadolint pytest
+## make test: lint, types, Dockerfiles, delivery files, then the whole pytest suite.
+test: lint typecheck hadolint deploy-lint pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -32,6 +32,25 @@ typecheck: $(STAMP)
 
 hadolint: $(STAMP)
 	$(if $(DOCKERFILES),$(VENV)/bin/hadolint $(DOCKERFILES),@echo "no Dockerfiles yet")
+
+# checkov pins a boto3 that conflicts with constraints.txt: it gets its own virtualenv, installed
+# from its own fully pinned list.
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
+
+$(CHECKOV_STAMP): deploy/checkov-requirements.txt $(STAMP)
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r deploy/checkov-requirements.txt
+	touch $@
+
+## make deploy-lint: compose file, workflows (schema + zizmor), CloudFormation (cfn-lint + checkov).
+deploy-lint: $(STAMP) $(CHECKOV_STAMP)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
+	$(VENV)/bin/cfn-lint deploy/stack.yaml
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f deploy/stack.yaml
 
 pytest: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -48,7 +67,7 @@ soak: $(STAMP)
 
 ## make audit: known vulnerabilities in the locked dependencies (needs PyPI's JSON API or OSV).
 audit: $(STAMP)
-	$(PY) -m pip install --quiet pip-audit
+	$(PY) -m pip install --quiet pip-audit==2.10.1
 	$(VENV)/bin/pip-audit --strict -r constraints.txt --no-deps --disable-pip
 
 clean:

@@ -12,8 +12,11 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints.txt .
 
 # Stage 2: a slim runtime with no compilers, no dev extras (moto is not installed), non-root.
 FROM python:3.11.14-slim-bookworm
+# The deploy workflows pass the commit SHA; /health and every log line report it.
+ARG APP_VERSION=""
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    APP_VERSION=${APP_VERSION} \
     PORT=8080
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /wheels /wheels

@@ -30,6 +30,8 @@ from common.config import AwsSettings
 from tests.procs import ROOT, ServiceProcess, free_port
 
 MIB = 1024 * 1024
+# Error codes that prove nothing was sent: retrying cannot duplicate.
+NOT_SENT = frozenset({"shutting_down", "overloaded", "not_configured"})
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,12 @@ async def send_messages(
                         if resp.status == 200:
                             out.acked[body] = data["message_id"]
                             progress[0] += 1
-                        elif resp.status == 503:
+                        elif data.get("error") in NOT_SENT:
                             out.retries += 1
                             await asyncio.sleep(0.05)
                             continue  # refused before sending: safe to retry
+                        elif resp.status == 503:
+                            out.unknown.add(body)  # e.g. SQS timed out: it may have stored it
                         else:
                             out.refused.add(body)
                 except aiohttp.ClientConnectorError:
@@ -133,7 +137,7 @@ async def upload_files(
                         (item,) = data["files"]
                         out.acked[name] = item["key"]
                         assert item["sha256"] == upload_sha(i, size)
-                    elif resp.status == 503 and data.get("error") == "shutting_down":
+                    elif data.get("error") in NOT_SENT:
                         out.retries += 1
                         await asyncio.sleep(0.1)
                         continue
@@ -269,16 +273,18 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
     print(
         f"\nsoak: {time.monotonic() - started:.1f}s; "
         f"messages: {len(messages.acked)} acked, {len(messages.refused)} refused, "
-        f"{len(messages.unknown)} unknown, {messages.retries} safe retries, {len(stored)} stored; "
+        f"{len(messages.unknown)} unknown, {messages.retries} safe retries, {len(stored)} stored"
+        f" ({sum(n - 1 for n in stored.values())} duplicates); "
         f"uploads: {len(uploads.acked)} acked, {len(uploads.refused)} refused, "
         f"{len(uploads.unknown)} unknown, {uploads.retries} safe retries, {len(objects)} stored; "
         + "; ".join(timeline)
     )
-    # Messages: nothing acknowledged lost, nothing refused stored, nothing stored twice.
+    # Messages: nothing acknowledged lost, nothing refused stored. A standard queue is
+    # at-least-once: when SQS answers slowly, botocore resends the call and a message can be
+    # stored twice (consumers must be idempotent), so duplicates are reported, not forbidden.
     assert set(messages.acked) <= set(stored), set(messages.acked) - set(stored)
     assert not messages.refused & set(stored)
     assert set(stored) <= set(messages.acked) | messages.unknown
-    assert all(n == 1 for n in stored.values()), {b: n for b, n in stored.items() if n > 1}
     # Uploads: every acknowledged one intact; anything else stored came from an unknown outcome.
     assert set(uploads.acked.values()) <= set(objects)
     for key, sha in stored_shas.items():

@@ -1,0 +1,1 @@
+"""Infrastructure and delivery: the CloudFormation stack, its policies, the roll-out script, the devstack."""

@@ -1,0 +1,1 @@
+"""Delivery: images without Docker, the CloudFormation policies proven against moto, workflows."""

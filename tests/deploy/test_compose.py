@@ -1,0 +1,101 @@
+"""``docker/compose.yaml`` wires the same names everywhere, and its init creates what it promises.
+
+The compose schema is checked in ``make deploy-lint``; no Docker engine is needed here: the init
+script runs against the session's moto with the environment the compose file gives it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+from deploy.compose_init import create_all
+from s3svc.config import S3Settings
+from sqssvc.config import SqsSettings
+from tests.conftest import REGION
+from tests.deploy.dockerfile import parse
+from tests.procs import ROOT
+
+COMPOSE_FILE = ROOT / "docker" / "compose.yaml"
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def env_of(name: str) -> dict[str, str]:
+    """A compose service's environment (anchors already merged by the YAML loader)."""
+    return {k: str(v) for k, v in SERVICES[name]["environment"].items()}
+
+
+def test_services_build_from_their_dockerfiles_and_publish_their_ports() -> None:
+    """Each service builds its own Dockerfile and publishes the port that Dockerfile exposes."""
+    for name in ("s3svc", "sqssvc"):
+        build = SERVICES[name]["build"]
+        dockerfile = (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve()
+        assert dockerfile == ROOT / "docker" / f"{name}.Dockerfile"
+        exposed = parse(dockerfile).final.one("EXPOSE").args
+        assert SERVICES[name]["ports"] == [f"127.0.0.1:{exposed}:{exposed}"]
+        assert SERVICES[name]["depends_on"] == {
+            "init": {"condition": "service_completed_successfully"}
+        }
+
+
+def test_moto_image_is_the_pinned_moto() -> None:
+    """The emulator image is the moto version the tests run against."""
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    )
+    assert SERVICES["moto"]["image"] == f"motoserver/moto:{pins['moto']}"
+
+
+def test_service_settings_and_init_agree() -> None:
+    """Both services' environments are valid settings and name what the init creates."""
+    init = env_of("init")
+    s3 = S3Settings.from_env(env_of("s3svc"))
+    sqs = SqsSettings.from_env(env_of("sqssvc"))
+    assert s3.bucket == init["BUCKET_NAME"]
+    assert sqs.queue_url is not None
+    assert sqs.queue_url.endswith("/" + init["QUEUE_NAME"])
+    groups = init["LOG_GROUPS"].split(",")
+    for settings in (s3.common, sqs.common):
+        assert settings.cloudwatch is not None
+        assert settings.cloudwatch.log_group in groups
+        assert settings.aws.endpoint_url == init["AWS_ENDPOINT_URL"]
+    (mount,) = SERVICES["init"]["volumes"]
+    source, target, _ = mount.split(":")
+    assert (COMPOSE_FILE.parent / source).resolve() == ROOT / "deploy" / "compose_init.py"
+    assert SERVICES["init"]["command"] == ["python", target]
+
+
+def test_init_creates_bucket_queues_and_log_groups(moto_url: str, tmp_path: Path) -> None:
+    """Run with the compose environment (moto's address swapped): everything exists, the queue has
+    its dead-letter queue, and a second run (``compose up`` again) succeeds."""
+    suffix = tmp_path.name[-8:].lower().replace("_", "-")
+    env = env_of("init") | {"AWS_ENDPOINT_URL": moto_url}
+    env = env | {
+        "BUCKET_NAME": f"{env['BUCKET_NAME']}-{suffix}",
+        "QUEUE_NAME": f"{env['QUEUE_NAME']}-{suffix}",
+        "DLQ_NAME": f"{env['DLQ_NAME']}-{suffix}",
+        "LOG_GROUPS": ",".join(f"{g}-{suffix}" for g in env["LOG_GROUPS"].split(",")),
+    }
+    made = create_all(env)
+    assert create_all(env) == made
+    kwargs: dict[str, Any] = {"endpoint_url": moto_url, "region_name": REGION}
+    s3 = boto3.client("s3", **kwargs)
+    sqs = boto3.client("sqs", **kwargs)
+    logs = boto3.client("logs", **kwargs)
+    s3.head_bucket(Bucket=env["BUCKET_NAME"])
+    attrs = sqs.get_queue_attributes(QueueUrl=made["queue_url"], AttributeNames=["RedrivePolicy"])
+    redrive = json.loads(attrs["Attributes"]["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith(":" + env["DLQ_NAME"])
+    for group in env["LOG_GROUPS"].split(","):
+        found = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+        assert [g["logGroupName"] for g in found] == [group]
+    s3.delete_bucket(Bucket=env["BUCKET_NAME"])
+    for group in env["LOG_GROUPS"].split(","):
+        logs.delete_log_group(logGroupName=group)
