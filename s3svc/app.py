@@ -43,6 +43,7 @@ MULTIPART_ERRORS = (ValueError, AssertionError, RuntimeError, HttpProcessingErro
 # fields or one huge text field cannot keep a request busy.
 MAX_OTHER_FIELDS = 100
 MAX_OTHER_FIELD_BYTES = 64 * 1024
+MAX_FIELD_NAME = 200
 # Content-Length counts multipart framing as well as file bytes; allow this much of it per file
 # before deciding early that a body is too large.
 FRAMING_ALLOWANCE = 16 * 1024
@@ -124,6 +125,11 @@ async def upload(request: web.Request) -> web.Response:
             if not isinstance(part, BodyPartReader):
                 raise BadRequest(
                     "nested multipart bodies are not supported", code="malformed_multipart"
+                )
+            if not part.name or len(part.name) > MAX_FIELD_NAME:
+                raise BadRequest(
+                    f"every form field needs a name of 1 to {MAX_FIELD_NAME} characters",
+                    code="malformed_multipart",
                 )
             if part.name != FILE_FIELD or part.filename is None:
                 others += 1

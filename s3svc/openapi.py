@@ -7,6 +7,9 @@ from typing import Any
 from common.openapi import document, error_responses, json_content
 from s3svc.config import S3Settings
 
+# A form field name: 1-200 characters, no control characters (RFC 7578 requires one).
+FIELD_NAME = "^[^\\u0000-\\u001F\\u007F]{1,200}$"
+
 STORED_FILE = {
     "type": "object",
     "required": ["bucket", "key", "size", "sha256", "etag", "content_type", "filename"],
@@ -44,12 +47,18 @@ def spec(settings: S3Settings) -> dict[str, Any]:
                         "schema": {
                             "type": "object",
                             "required": ["file"],
+                            # Other fields are read and ignored (at most 100, each <= 64 KiB).
+                            "propertyNames": {"pattern": FIELD_NAME},
+                            "additionalProperties": {"type": "string", "maxLength": 65536},
                             "properties": {
                                 "file": {
                                     "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": settings.max_files,
                                     "items": {
                                         "type": "string",
                                         "contentMediaType": "application/octet-stream",
+                                        "minLength": 1,  # an empty file is refused (400)
                                     },
                                 }
                             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from common.openapi import document, error_responses, json_content
@@ -27,24 +28,42 @@ ATTRIBUTE = {
     ]
 }
 
-MESSAGE = {
+# Characters SQS accepts (JSON Schema cannot name lone surrogates; UTF-8 bodies cannot hold them).
+SQS_TEXT = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uFFFE\\uFFFF]+$"
+SQS_ID = "^[!-~]{1,128}$"  # MessageGroupId / MessageDeduplicationId: printable ASCII
+
+MESSAGE: dict[str, Any] = {
     "type": "object",
     "required": ["message"],
     "properties": {
-        "message": {"description": "a string is sent as is; any other JSON value as compact JSON"},
+        "message": {
+            "description": "a string is sent as is; any other JSON value as compact JSON",
+            "anyOf": [
+                {"type": "string", "minLength": 1, "pattern": SQS_TEXT},
+                {"type": ["object", "array", "number", "boolean"]},
+            ],
+        },
         "attributes": {
-            "type": "object",
+            "type": ["object", "null"],
             "maxProperties": MAX_ATTRIBUTES,
             "additionalProperties": {"$ref": "#/components/schemas/Attribute"},
         },
         "delay_seconds": {
-            "type": "integer",
+            "type": ["integer", "null"],
             "minimum": 0,
             "maximum": MAX_DELAY_SECONDS,
             "description": "standard queues only",
         },
-        "group_id": {"type": "string", "description": "FIFO queues: required"},
-        "deduplication_id": {"type": "string", "description": "FIFO queues"},
+        "group_id": {
+            "type": ["string", "null"],
+            "pattern": SQS_ID,
+            "description": "FIFO: required",
+        },
+        "deduplication_id": {
+            "type": ["string", "null"],
+            "pattern": SQS_ID,
+            "description": "FIFO only",
+        },
     },
     "additionalProperties": False,
 }
@@ -96,8 +115,17 @@ def spec(settings: SqsSettings) -> dict[str, Any]:
         base_path=base,
         auth=bool(settings.common.api_keys_sha256),
     )
+    message = copy.deepcopy(MESSAGE)
+    props = message["properties"]
+    if settings.fifo:
+        # The queue's own delay applies; group_id is required.
+        del props["delay_seconds"]
+        message["required"] = ["message", "group_id"]
+        props["group_id"]["type"] = "string"
+    else:
+        del props["deduplication_id"]
     doc["components"]["schemas"].update(
-        {"Attribute": ATTRIBUTE, "Message": MESSAGE, "Sent": SENT, "BatchResult": BATCH_RESULT}
+        {"Attribute": ATTRIBUTE, "Message": message, "Sent": SENT, "BatchResult": BATCH_RESULT}
     )
     errors = error_responses(400, 401, 413, 415, 422, 502, 503)
     doc["paths"][f"{base}/send"] = {

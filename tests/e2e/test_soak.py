@@ -32,6 +32,8 @@ from tests.procs import ROOT, ServiceProcess, free_port
 MIB = 1024 * 1024
 # Error codes that prove nothing was sent: retrying cannot duplicate.
 NOT_SENT = frozenset({"shutting_down", "overloaded", "not_configured"})
+# A client stops retrying an item the service kept refusing for this long.
+RETRY_FOR = 60.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,11 @@ async def send_messages(
         while not queue.empty():
             i = queue.get_nowait()
             body = f"soak-{i}"
+            give_up = time.monotonic() + RETRY_FOR
             while True:
+                if time.monotonic() > give_up:
+                    out.refused.add(body)
+                    break
                 try:
                     async with session.post(url + "/sqs/send", json={"message": body}) as resp:
                         data = await resp.json()
@@ -120,7 +126,11 @@ async def upload_files(
 
     async def one(i: int) -> None:
         name = f"soak-{i}.bin"
+        give_up = time.monotonic() + RETRY_FOR
         while True:
+            if time.monotonic() > give_up:
+                out.refused.add(name)
+                return
             writer = aiohttp.MultipartWriter("form-data")
 
             async def counted(i: int = i) -> AsyncIterator[bytes]:
