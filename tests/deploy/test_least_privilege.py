@@ -6,8 +6,10 @@ leak into the session's shared moto) holds two IAM roles whose inline policies a
 addition for a moto quirk (below). IAM enforcement is then switched on. Each service runs as its
 own process (``python -m s3svc`` / ``python -m sqssvc``) with its role's temporary credentials,
 as on ECS, and every feature works: single and multipart uploads, the abort after a client
-disconnect, single and batched sends, readiness. Log shipping is proven with the same two calls
-watchtower makes (``CreateLogStream``, ``PutLogEvents``), made with the task-role credentials.
+disconnect, single and batched sends, readiness, and log shipping: each service runs with
+``CLOUDWATCH_LOG_GROUP`` set to its own group and its lines arrive there through watchtower
+(``CreateLogStream``, ``PutLogEvents``); the same two calls are also made directly, to show they
+are refused for every other group.
 Called directly with those credentials, everything else the issue names is refused with
 ``AccessDenied``; each refusal has a control showing that an administrator's same call succeeds,
 so the refusal is IAM's, not a missing resource.
@@ -270,7 +272,14 @@ def s3svc(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     """``python -m s3svc`` with the s3svc task role's credentials."""
     tmp = tmp_path_factory.mktemp("lp-s3svc")
     env = service_env(
-        world, world.s3_role, tmp, BUCKET_NAME=world.bucket, KEY_PREFIX=KEY_PREFIX, PART_SIZE="5MiB"
+        world,
+        world.s3_role,
+        tmp,
+        BUCKET_NAME=world.bucket,
+        KEY_PREFIX=KEY_PREFIX,
+        PART_SIZE="5MiB",
+        CLOUDWATCH_LOG_GROUP=world.s3_group,
+        CLOUDWATCH_SEND_INTERVAL="0.5",
     )
     svc = ServiceProcess("s3svc", env, tmp / "s3svc.log").start()
     try:
@@ -283,7 +292,14 @@ def s3svc(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 def sqssvc(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """``python -m sqssvc`` with the sqssvc task role's credentials."""
     tmp = tmp_path_factory.mktemp("lp-sqssvc")
-    env = service_env(world, world.sqs_role, tmp, QUEUE_URL=world.queue_url)
+    env = service_env(
+        world,
+        world.sqs_role,
+        tmp,
+        QUEUE_URL=world.queue_url,
+        CLOUDWATCH_LOG_GROUP=world.sqs_group,
+        CLOUDWATCH_SEND_INTERVAL="0.5",
+    )
     svc = ServiceProcess("sqssvc", env, tmp / "sqssvc.log").start()
     try:
         yield svc
@@ -509,6 +525,33 @@ async def test_sqs_role_may_not_receive_delete_purge_or_use_another_queue(world:
 
 
 # ---------------------------------------------------------------------------------- log shipping
+
+
+async def test_services_ship_their_logs_with_only_their_task_role(
+    world: World, s3svc: ServiceProcess, sqssvc: ServiceProcess
+) -> None:
+    """Each running service, with only its task role, gets its lines into its own log group."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for svc, path in ((s3svc, "/s3/health"), (sqssvc, "/sqs/health")):
+            rid = f"lp-{svc.module}-{uuid.uuid4().hex[:8]}"
+            async with session.get(svc.url + path, headers={"X-Request-ID": rid}) as resp:
+                assert resp.status == 200
+            group = world.s3_group if svc is s3svc else world.sqs_group
+            async with client(world, "logs", world.admin) as admin:
+                deadline = time.monotonic() + 20
+                while True:
+                    found = await admin.filter_log_events(
+                        logGroupName=group, filterPattern=f'"{rid}"'
+                    )
+                    if found["events"]:
+                        break
+                    assert time.monotonic() < deadline, f"{svc.module}: nothing shipped to {group}"
+                    await asyncio.sleep(0.3)
+            line = json.loads(found["events"][0]["message"])
+            assert line["request_id"] == rid
+            assert line["service"] == svc.module
 
 
 @pytest.mark.parametrize("service", ["s3svc", "sqssvc"])
