@@ -80,6 +80,25 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 # Bytes received, when the handler counted them itself (a chunked upload has no Content-Length).
 BYTES_IN: web.RequestKey[int] = web.RequestKey("bytes_in", int)
 
+
+class ProbeCache:
+    """A readiness probe's last answer, reused for ``ttl`` seconds: frequent ``/ready`` checks
+    cost at most one AWS call per period."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._at: float | None = None
+        self._reason: str | None = None
+
+    async def answer(self, probe: Callable[[], Awaitable[str | None]]) -> str | None:
+        """The cached reason (None: ready), probing again once it is older than ``ttl``."""
+        now = time.monotonic()
+        if self._at is None or now - self._at >= self.ttl:
+            self._reason = await probe()
+            self._at = now
+        return self._reason
+
+
 ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
 """Returns None when the service can do its work, else the reason it cannot."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from common.errors import (
 )
 from common.logging import get_logger
 from common.metrics import BYTES, add_metric
-from common.web import REQUEST_ID, body_read, create_base_app, json_response
+from common.web import REQUEST_ID, ProbeCache, body_read, create_base_app, json_response
 from s3svc.config import S3Settings
 from s3svc.openapi import spec
 from s3svc.upload import ByteLimit, StoredFile, Uploader
@@ -190,37 +189,32 @@ async def readiness(app: web.Application) -> str | None:
         return "BUCKET_NAME is not set (local-safe mode)"
     if app[S3_BREAKER].state == OPEN:
         return "S3 is failing (circuit open); retrying shortly"
-    cache = app[READY_CACHE]
-    now = time.monotonic()
-    if now - cache.get("at", -1e9) < READY_CACHE_SECONDS:
-        return cache.get("reason")
-    reason: str | None
-    try:
-        await app[S3_CLIENT].abort_multipart_upload(
-            Bucket=settings.bucket, Key=f"{settings.key_prefix}.ready-probe", UploadId="ready-probe"
-        )
-        reason = None
-    except ServiceError as exc:
-        reason = exc.message  # the breaker refused the probe
-    except Exception as exc:
-        code = aws_error_code(exc)
-        reason = (
-            None
-            if code == "NoSuchUpload"
-            else f"S3 bucket not usable: {code or type(exc).__name__}"
-        )
-    cache.update(at=now, reason=reason)
-    return reason
+    bucket = settings.bucket
+
+    async def probe() -> str | None:
+        try:
+            await app[S3_CLIENT].abort_multipart_upload(
+                Bucket=bucket, Key=f"{settings.key_prefix}.ready-probe", UploadId="ready-probe"
+            )
+        except ServiceError as exc:
+            return exc.message  # the breaker refused the probe
+        except Exception as exc:
+            code = aws_error_code(exc)
+            if code != "NoSuchUpload":
+                return f"S3 bucket not usable: {code or type(exc).__name__}"
+        return None
+
+    return await app[READY_CACHE].answer(probe)
 
 
-READY_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("ready_cache", dict)
+READY_CACHE: web.AppKey[ProbeCache] = web.AppKey("ready_cache", ProbeCache)
 
 
 def create_app(settings: S3Settings) -> web.Application:
     """Build s3svc: health/ready from ``common``, the S3 client and uploader in ``cleanup_ctx``."""
     app = create_base_app(settings.common, readiness, openapi=spec(settings))
     app[S3_SETTINGS] = settings
-    app[READY_CACHE] = {}
+    app[READY_CACHE] = ProbeCache(READY_CACHE_SECONDS)
     aws = settings.common.aws
     app[S3_BREAKER] = breaker = CircuitBreaker(
         "S3", aws.breaker_threshold, aws.breaker_reset_seconds

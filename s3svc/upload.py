@@ -293,18 +293,7 @@ class Uploader:
             if is_aws_failure(exc):
                 raise to_service_error(exc, "S3") from exc
             raise
-        log.info("object_stored", bucket=bucket, key=key, size=source.size, parts=1)
-        return StoredFile(
-            bucket=bucket,
-            key=key,
-            size=source.size,
-            sha256=digest.hex(),
-            etag=str(resp.get("ETag", "")).strip('"'),
-            content_type=content_type,
-            filename=filename,
-            parts=1,
-            version_id=resp.get("VersionId"),
-        )
+        return _stored(bucket, key, source, content_type, filename, 1, resp)
 
     async def _multipart(
         self,
@@ -388,7 +377,6 @@ class Uploader:
                 await dispatch(block)
                 del block
             parts = await asyncio.gather(*tasks)
-            digest = source.hasher.digest()
             resp = await self.client.complete_multipart_upload(
                 Bucket=bucket,
                 Key=key,
@@ -401,18 +389,7 @@ class Uploader:
             if is_aws_failure(exc):
                 raise to_service_error(exc, "S3") from exc
             raise
-        log.info("object_stored", bucket=bucket, key=key, size=source.size, parts=len(tasks))
-        return StoredFile(
-            bucket=bucket,
-            key=key,
-            size=source.size,
-            sha256=digest.hex(),
-            etag=str(resp.get("ETag", "")).strip('"'),
-            content_type=content_type,
-            filename=filename,
-            parts=len(tasks),
-            version_id=resp.get("VersionId"),
-        )
+        return _stored(bucket, key, source, content_type, filename, len(tasks), resp)
 
     async def _abort(
         self,
@@ -445,6 +422,30 @@ class Uploader:
         self._aborts.add(task)
         task.add_done_callback(self._aborts.discard)
         await asyncio.shield(task)
+
+
+def _stored(
+    bucket: str,
+    key: str,
+    source: _Source,
+    content_type: str,
+    filename: str | None,
+    parts: int,
+    resp: dict[str, Any],
+) -> StoredFile:
+    """Log and describe an object S3 has just confirmed (PutObject or CompleteMultipartUpload)."""
+    log.info("object_stored", bucket=bucket, key=key, size=source.size, parts=parts)
+    return StoredFile(
+        bucket=bucket,
+        key=key,
+        size=source.size,
+        sha256=source.hasher.hexdigest(),
+        etag=str(resp.get("ETag", "")).strip('"'),
+        content_type=content_type,
+        filename=filename,
+        parts=parts,
+        version_id=resp.get("VersionId"),
+    )
 
 
 def _sha256(data: bytes) -> bytes:

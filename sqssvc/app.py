@@ -7,7 +7,6 @@ Both answer only after SQS stored (or refused) each message: every message goes 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from common.breaker import OPEN, CircuitBreaker
 from common.errors import NotConfigured, ServiceError, Unavailable
 from common.logging import get_logger
 from common.metrics import add_metric
-from common.web import REQUEST_ID, SHUTTING_DOWN, create_base_app, json_response
+from common.web import REQUEST_ID, SHUTTING_DOWN, ProbeCache, create_base_app, json_response
 from sqssvc.batcher import Batcher, BatcherConfig, SendResult
 from sqssvc.config import SqsSettings
 from sqssvc.messages import Limits, parse_batch, parse_message, read_json
@@ -30,7 +29,7 @@ log = get_logger("sqssvc.app")
 SQS_SETTINGS: web.AppKey[SqsSettings] = web.AppKey("sqs_settings", SqsSettings)
 SQS_CLIENT: web.AppKey[Any] = web.AppKey("sqs_client", object)
 BATCHER: web.AppKey[Batcher] = web.AppKey("batcher", Batcher)
-READY_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("ready_cache", dict)
+READY_CACHE: web.AppKey[ProbeCache] = web.AppKey("ready_cache", ProbeCache)
 SQS_BREAKER: web.AppKey[CircuitBreaker] = web.AppKey("sqs_breaker", CircuitBreaker)
 
 READY_CACHE_SECONDS = 5.0
@@ -137,33 +136,29 @@ async def readiness(app: web.Application) -> str | None:
         return "QUEUE_URL is not set (local-safe mode)"
     if app[SQS_BREAKER].state == OPEN:
         return "SQS is failing (circuit open); retrying shortly"
-    cache = app[READY_CACHE]
-    now = time.monotonic()
-    if now - cache.get("at", -1e9) < READY_CACHE_SECONDS:
-        reason: str | None = cache.get("reason")
-        return reason
     entry = {"Id": PROBE_ENTRY_ID, "MessageBody": "readiness probe, never stored"}
     if settings.fifo:
         # A complete FIFO entry, so the invalid Id is the only thing SQS can object to.
         entry |= {"MessageGroupId": "ready-probe", "MessageDeduplicationId": "ready-probe"}
-    try:
-        await asyncio.wait_for(
-            app[SQS_CLIENT].send_message_batch(QueueUrl=settings.queue_url, Entries=[entry]),
-            READY_TIMEOUT,
-        )
-        reason = "SQS accepted the readiness probe's invalid entry id"
+    queue_url = settings.queue_url
+
+    async def probe() -> str | None:
+        try:
+            await asyncio.wait_for(
+                app[SQS_CLIENT].send_message_batch(QueueUrl=queue_url, Entries=[entry]),
+                READY_TIMEOUT,
+            )
+        except ServiceError as exc:
+            return exc.message  # the breaker refused the probe
+        except Exception as exc:
+            code = (aws_error_code(exc) or "").removeprefix("AWS.SimpleQueueService.")
+            if code == "InvalidBatchEntryId":
+                return None
+            return f"SQS queue not usable: {code or type(exc).__name__}"
         log.error("ready_probe_accepted")
-    except ServiceError as exc:
-        reason = exc.message  # the breaker refused the probe
-    except Exception as exc:
-        code = (aws_error_code(exc) or "").removeprefix("AWS.SimpleQueueService.")
-        reason = (
-            None
-            if code == "InvalidBatchEntryId"
-            else f"SQS queue not usable: {code or type(exc).__name__}"
-        )
-    cache.update(at=now, reason=reason)
-    return reason
+        return "SQS accepted the readiness probe's invalid entry id"
+
+    return await app[READY_CACHE].answer(probe)
 
 
 def create_app(settings: SqsSettings) -> web.Application:
@@ -173,7 +168,7 @@ def create_app(settings: SqsSettings) -> web.Application:
     """
     app = create_base_app(settings.common, readiness, openapi=spec(settings))
     app[SQS_SETTINGS] = settings
-    app[READY_CACHE] = {}
+    app[READY_CACHE] = ProbeCache(READY_CACHE_SECONDS)
     aws = settings.common.aws
     app[SQS_BREAKER] = breaker = CircuitBreaker(
         "SQS", aws.breaker_threshold, aws.breaker_reset_seconds
