@@ -18,9 +18,11 @@ import asyncio
 import json
 import logging
 import os
+import queue as queue_module
 import socket
 import sys
 import threading
+import time
 import urllib.request
 from typing import Any, cast
 
@@ -33,6 +35,8 @@ from common.config import CloudWatchSettings, CommonSettings
 # How long the final flush may take at shutdown: watchtower's own wait, and ours around it.
 FLUSH_TIMEOUT = 4
 CLOSE_TIMEOUT = 5.0
+# How often the sender thread looks for queued lines (it never blocks waiting for one).
+POLL = 0.05
 # Records from these loggers never go to CloudWatch: they may be about CloudWatch delivery itself,
 # and shipping them could feed back into the handler.
 _EXCLUDED_LOGGERS = ("botocore", "boto3", "urllib3", "watchtower", "py.warnings")
@@ -49,12 +53,74 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
         self.addFilter(lambda record: not record.name.startswith(_EXCLUDED_LOGGERS))
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record unless the queue is full (then drop and count it)."""
+        """Queue the record unless the queue is full (then drop and count it).
+
+        Once the sender thread runs, this is watchtower's ``emit`` without its per-line
+        ``getMessage()`` (``str()`` of the whole event dict, only to refuse empty messages: ours
+        never are) and ``_get_stream_name()`` (a ``str.format`` of a name that has no fields).
+        """
         queue = self.queues.get(self.log_stream_name)
-        if queue is not None and queue.qsize() >= self.max_queue:
+        if queue is None or self.shutting_down or self.creating_log_stream:
+            super().emit(record)  # type: ignore[no-untyped-call]
+            return
+        if queue.qsize() >= self.max_queue:
             self.dropped += 1
             return
-        super().emit(record)  # type: ignore[no-untyped-call]
+        try:
+            msg = {"timestamp": int(record.created * 1000), "message": self.format(record)}
+            limit = self.max_message_size - self.EXTRA_MSG_PAYLOAD_SIZE
+            if self._size(msg) > limit:  # type: ignore[no-untyped-call]
+                msg = self._truncate(msg, limit)  # type: ignore[no-untyped-call]
+            queue.put(msg)
+        except Exception:
+            self.handleError(record)
+
+    def _dequeue_batch(
+        self,
+        my_queue: Any,
+        stream_name: str,
+        send_interval: float,
+        max_batch_size: int,
+        max_batch_count: int,
+    ) -> None:
+        """The sender thread: every POLL seconds take what was queued, send a batch when it is
+        full or ``send_interval`` old, at once on FLUSH and END.
+
+        watchtower's own loop blocks in ``queue.get()`` for every line, so each line logged on the
+        event loop wakes this thread and hands the GIL over: CPU on the request path.
+        """
+        batch: list[dict[str, Any]] = []
+        size = 0
+        deadline = time.monotonic() + send_interval
+        while True:
+            time.sleep(POLL)
+            while True:
+                try:
+                    msg = my_queue.get_nowait()
+                except queue_module.Empty:
+                    break
+                if msg == self.END or msg == self.FLUSH:
+                    self._submit_batch(batch, stream_name)  # type: ignore[no-untyped-call]
+                    batch, size = [], 0
+                    deadline = time.monotonic() + send_interval
+                    my_queue.task_done()
+                    if msg == self.END:
+                        return
+                    continue
+                msg_size = self._size(msg)  # type: ignore[no-untyped-call]
+                if batch and (size + msg_size > max_batch_size or len(batch) >= max_batch_count):
+                    self._submit_batch(batch, stream_name)  # type: ignore[no-untyped-call]
+                    batch, size = [], 0
+                    deadline = time.monotonic() + send_interval
+                batch.append(msg)
+                size += msg_size
+                my_queue.task_done()
+            if batch and time.monotonic() >= deadline:
+                self._submit_batch(batch, stream_name)  # type: ignore[no-untyped-call]
+                batch, size = [], 0
+                deadline = time.monotonic() + send_interval
+            elif not batch:
+                deadline = time.monotonic() + send_interval
 
     def queued(self) -> int:
         """Lines waiting to be sent."""
@@ -96,6 +162,8 @@ def build_handler(settings: CommonSettings) -> BoundedCloudWatchHandler | None:
             retries=cast(Any, {"mode": aws.retry_mode, "total_max_attempts": 2}),
             connect_timeout=aws.connect_timeout,
             read_timeout=aws.read_timeout,
+            # Our own batches are well-formed; botocore's check walks every event in Python.
+            parameter_validation=False,
         ),
     )
     if cw.create_group:

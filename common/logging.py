@@ -112,9 +112,46 @@ def _drop_emf(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, without structlog's per-record copy of the ``LogRecord``.
+
+    Our own events (structlog's ``wrap_for_formatter`` left the event dict in ``record.msg``) are
+    rendered here directly: a shallow copy of the event dict (another handler formats the same
+    record), the static fields, flat exception fields, orjson. Records of other libraries go
+    through ``foreign`` (structlog's ``ProcessorFormatter`` with its pre-chain), as before.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        version: str,
+        *,
+        emf: bool,
+        foreign: structlog.stdlib.ProcessorFormatter,
+    ) -> None:
+        super().__init__()
+        self._service = service
+        self._version = version
+        self._emf = emf
+        self._foreign = foreign
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg
+        if not isinstance(event, dict) or not hasattr(record, "_logger"):
+            return self._foreign.format(record)
+        ed: dict[str, Any] = dict(event)
+        ed.setdefault("service", self._service)
+        ed.setdefault("version", self._version)
+        if "exc_info" in ed:
+            _structured_exception(None, "", ed)
+        if not self._emf:
+            ed.pop("_aws", None)
+        return orjson.dumps(ed, default=str).decode()
+
+
 def build_formatter(
     service: str, version: str, fmt: str = "json", *, emf: bool = True
-) -> structlog.stdlib.ProcessorFormatter:
+) -> logging.Formatter:
     """The formatter of a handler (stdout, CloudWatch).
 
     ``emf=False`` drops the EMF directive, so that only one copy of a line (the one shipped to
@@ -144,6 +181,8 @@ def build_formatter(
         if not emf:
             tail.append(_drop_emf)
         tail.append(renderer)
+        foreign = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=tail)
+        return JsonFormatter(service, version, emf=emf, foreign=foreign)
     return structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=tail)
 
 
@@ -174,6 +213,12 @@ def configure_logging(settings: CommonSettings) -> LogShipping:
     """Configure structlog and the stdlib root logger: every line to stdout, and to CloudWatch
     when configured. Called once at process start, before the event loop runs."""
     level = getattr(logging, settings.log_level.upper())
+    # No line shows where it was logged from, nor thread or process: spare every record the
+    # frame walk and lookups (the logging docs' "Optimization" switches).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

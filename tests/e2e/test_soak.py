@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class Outcomes:
 
     acked: dict[str, str] = field(default_factory=dict)  # item -> etag/message id or sha
     refused: set[str] = field(default_factory=set)  # definitely not stored (4xx/5xx answer)
+    refused_why: Counter[str] = field(default_factory=Counter)  # status/error of each refusal
     unknown: set[str] = field(default_factory=set)  # the connection dropped mid-request
     retries: int = 0
 
@@ -92,6 +94,7 @@ async def send_messages(
             while True:
                 if time.monotonic() > give_up:
                     out.refused.add(body)
+                    out.refused_why["gave up retrying"] += 1
                     break
                 try:
                     async with session.post(url + "/sqs/send", json={"message": body}) as resp:
@@ -107,6 +110,7 @@ async def send_messages(
                             out.unknown.add(body)  # e.g. SQS timed out: it may have stored it
                         else:
                             out.refused.add(body)
+                            out.refused_why[f"{resp.status} {data.get('error')}"] += 1
                 except aiohttp.ClientConnectorError:
                     out.retries += 1
                     await asyncio.sleep(0.05)
@@ -204,7 +208,9 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
                 except Exception:
                     await asyncio.sleep(0.1)
             queue_url = (await sqs.create_queue(QueueName="soak"))["QueueUrl"]
-            s3_env = dict(env, BUCKET_NAME="soak", PART_SIZE="5MiB", SHUTDOWN_GRACE_SECONDS="2")
+            # Production-like grace: uploads in flight at SIGTERM may finish (the short variant's
+            # smaller uploads do well within it).
+            s3_env = dict(env, BUCKET_NAME="soak", PART_SIZE="5MiB", SHUTDOWN_GRACE_SECONDS="30")
             sqs_env = dict(env, QUEUE_URL=queue_url, SHUTDOWN_GRACE_SECONDS="5")
             s3svc = ServiceProcess("s3svc", s3_env, tmp_path / "s3svc.log").start()
             sqssvc = ServiceProcess("sqssvc", sqs_env, tmp_path / "sqssvc.log").start()
@@ -284,6 +290,7 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
         f"\nsoak: {time.monotonic() - started:.1f}s; "
         f"messages: {len(messages.acked)} acked, {len(messages.refused)} refused, "
         f"{len(messages.unknown)} unknown, {messages.retries} safe retries, {len(stored)} stored"
+        f" (refusals: {dict(messages.refused_why)})"
         f" ({sum(n - 1 for n in stored.values())} duplicates); "
         f"uploads: {len(uploads.acked)} acked, {len(uploads.refused)} refused, "
         f"{len(uploads.unknown)} unknown, {uploads.retries} safe retries, {len(objects)} stored; "
