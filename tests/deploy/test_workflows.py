@@ -93,7 +93,10 @@ def test_ci_runs_make_test_then_builds_the_image_with_cache(short: str) -> None:
     assert "common/**" in paths
     assert f"docker/{service}.Dockerfile" in paths
     assert wf["concurrency"]["cancel-in-progress"] is True
-    assert [s.get("run") for s in wf["jobs"]["test"]["steps"] if "run" in s] == ["make test"]
+    assert [s.get("run") for s in wf["jobs"]["test"]["steps"] if "run" in s] == [
+        "make test",
+        "make audit",
+    ]
     image = wf["jobs"]["image"]
     assert image["needs"] == "test"
     (build,) = [

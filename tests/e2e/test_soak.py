@@ -252,7 +252,10 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
 
             timeout = aiohttp.ClientTimeout(total=600)
             consumers = [asyncio.create_task(consume()) for _ in range(8)]
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            # No pool limit: every sender and uploader has its own connection, so waiting for a
+            # free one never eats into a client's retry budget.
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                 watcher = asyncio.create_task(watch())
                 restarts = asyncio.gather(
                     restart_when(sqssvc, sqs_midway, timeline),
