@@ -57,8 +57,9 @@ pytest: $(STAMP)
 
 ## make bench: the benchmarks under bench/; each prints a table and updates bench/RESULTS.md.
 bench: $(STAMP)
-	$(PY) bench/upload.py
+	$(PY) bench/upload.py --repeats 5
 	$(PY) bench/sqs.py
+	$(PY) bench/logging_overhead.py
 
 ## make soak: the load-without-loss test at full size (make test runs a short variant).
 soak: $(STAMP)

@@ -226,6 +226,7 @@ def create_app(settings: S3Settings) -> web.Application:
         app[UPLOADER] = uploader = Uploader(app[S3_CLIENT], settings)
         yield
         await uploader.drain()
+        uploader.close()
 
     app.cleanup_ctx.append(uploader_ctx)
     app.router.add_post(f"{settings.common.base_path}/upload", upload)

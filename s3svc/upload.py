@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
+import io
 from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,8 @@ log = get_logger("s3svc.upload")
 # Size of each read from the request body. Large enough to keep per-chunk overhead low, small
 # enough that a block overshoots its reservation by little.
 READ_CHUNK = 256 * 1024
+# Bytes the hashing thread may lag behind the reader before the reader waits for it.
+HASH_LAG = 4 * 1024 * 1024
 # Abort must finish even while the request is being cancelled; bound it so shutdown cannot hang.
 ABORT_TIMEOUT = 10.0
 
@@ -136,16 +141,24 @@ class _Source:
     part: BodyPartReader
     limit: ByteLimit
     idle_timeout: float
+    hash_executor: Executor
     hasher: Any = field(default_factory=hashlib.sha256)
     size: int = 0
     carry: bytes = b""
+    _hashed: asyncio.Future[None] | None = None
+    _unhashed: int = 0  # bytes handed to the hashing thread and not yet hashed
 
-    async def read_block(self, n: int) -> bytes:
-        """Up to ``n`` bytes; fewer only at the end of the file."""
-        chunks: list[bytes] = []
+    async def read_block(self, n: int) -> io.BytesIO:
+        """Up to ``n`` bytes, positioned at 0; fewer only at the end of the file.
+
+        The block is written into a BytesIO of its own and handed to botocore as it is: botocore
+        wraps ``bytes`` in a BytesIO that shares them, and aiohttp's ``getbuffer()`` then copies
+        that whole (an extra part-sized copy per part in flight).
+        """
+        block = io.BytesIO()
         have = 0
         if self.carry:
-            chunks.append(self.carry)
+            block.write(self.carry)
             have = len(self.carry)
             self.carry = b""
         while have < n:
@@ -158,9 +171,10 @@ class _Source:
                 cut = n - have
                 self.carry = chunk[cut:]
                 chunk = chunk[:cut]
-            chunks.append(chunk)
+            block.write(chunk)
             have += len(chunk)
-        return b"".join(chunks)
+        block.seek(0)
+        return block
 
     async def at_end(self) -> bool:
         """True when nothing follows; otherwise the next bytes wait in ``carry``."""
@@ -181,6 +195,9 @@ class _Source:
             raise BadRequest(
                 f"malformed multipart body: {exc}", code="malformed_multipart"
             ) from exc
+        if self._unhashed > HASH_LAG and self._hashed is not None:
+            # Chunks waiting for the hashing thread are memory too: let it catch up.
+            await self._hashed
         if not chunk and not self.part.at_eof():
             # The body ended before this part's closing boundary: the file may be cut short,
             # so it must not be stored as if complete.
@@ -192,8 +209,25 @@ class _Source:
 
     def _count(self, chunk: bytes) -> None:
         self.limit.add(len(chunk))
-        self.hasher.update(chunk)
         self.size += len(chunk)
+        # The whole-file hash runs off the event loop on a one-thread executor: its FIFO order
+        # keeps the chunks in sequence, and nothing waits for it until the digest is needed
+        # (waiting per block would stall the next read; hashing on the loop costs ~20% of it).
+        self._hashed = asyncio.get_running_loop().run_in_executor(
+            self.hash_executor, self.hasher.update, chunk
+        )
+        self._unhashed += len(chunk)
+        self._hashed.add_done_callback(functools.partial(self._settle, len(chunk)))
+
+    def _settle(self, n: int, _: object) -> None:
+        self._unhashed -= n
+
+    async def digest(self) -> bytes:
+        """SHA-256 of every byte counted so far (waits for the hashing thread to catch up)."""
+        if self._hashed is not None:
+            await self._hashed
+        digest: bytes = self.hasher.digest()
+        return digest
 
 
 def _b64(digest: bytes) -> str:
@@ -216,6 +250,11 @@ class Uploader:
         self.settings = settings
         self.budget = MemoryBudget(settings.memory_budget)
         self._aborts: set[asyncio.Task[None]] = set()
+        self._hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+
+    def close(self) -> None:
+        """Stop the hashing thread (after ``drain``)."""
+        self._hash_executor.shutdown(wait=False, cancel_futures=True)
 
     async def drain(self) -> None:
         """Wait for aborts still running (a cancelled request leaves its abort behind).
@@ -247,13 +286,13 @@ class Uploader:
         bucket = self.settings.bucket
         assert bucket is not None  # the handler refuses uploads in local-safe mode
         key = make_key(self.settings.key_prefix, part.filename)
-        source = _Source(part, limit, self.settings.common.body_idle_timeout)
+        source = _Source(part, limit, self.settings.common.body_idle_timeout, self._hash_executor)
         part_size = _part_size_for(declared_size, self.settings.part_size)
 
         await self.budget.acquire(part_size)
         try:
             first = await source.read_block(part_size)
-            single = len(first) < part_size or await source.at_end()
+            single = _size(first) < part_size or await source.at_end()
         except BaseException:
             self.budget.release(part_size)
             raise
@@ -270,14 +309,14 @@ class Uploader:
         self,
         bucket: str,
         key: str,
-        data: bytes,
+        data: io.BytesIO,
         source: _Source,
         content_type: str,
         filename: str | None,
     ) -> StoredFile:
-        if not data:
+        if not _size(data):
             raise BadRequest(f"file {filename!r} is empty", code="empty_file")
-        digest = source.hasher.digest()
+        digest = await source.digest()
         args = self._object_args(content_type, filename)
         args["Metadata"]["sha256"] = digest.hex()
         try:
@@ -299,7 +338,7 @@ class Uploader:
         self,
         bucket: str,
         key: str,
-        first: bytes,
+        first: io.BytesIO,
         part_size: int,
         source: _Source,
         content_type: str,
@@ -320,7 +359,7 @@ class Uploader:
         slots = asyncio.Semaphore(self.settings.max_inflight_parts)
         tasks: list[asyncio.Task[dict[str, Any]]] = []
 
-        async def send(number: int, block: bytes) -> dict[str, Any]:
+        async def send(number: int, block: io.BytesIO) -> dict[str, Any]:
             try:
                 checksum = _b64(await asyncio.to_thread(_sha256, block))
                 resp = await self.client.upload_part(
@@ -343,7 +382,7 @@ class Uploader:
                     return t.exception()
             return None
 
-        async def dispatch(block: bytes) -> None:
+        async def dispatch(block: io.BytesIO) -> None:
             # The block's reservation passes to the task, which returns it when done.
             try:
                 await slots.acquire()
@@ -371,12 +410,13 @@ class Uploader:
                 except BaseException:
                     self.budget.release(part_size)
                     raise
-                if not block:
+                if not _size(block):
                     self.budget.release(part_size)
                     break
                 await dispatch(block)
                 del block
             parts = await asyncio.gather(*tasks)
+            await source.digest()  # the whole-file hash is complete before the object is
             resp = await self.client.complete_multipart_upload(
                 Bucket=bucket,
                 Key=key,
@@ -448,5 +488,11 @@ def _stored(
     )
 
 
-def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+def _sha256(data: io.BytesIO) -> bytes:
+    with data.getbuffer() as view:
+        return hashlib.sha256(view).digest()
+
+
+def _size(data: io.BytesIO) -> int:
+    with data.getbuffer() as view:
+        return view.nbytes

@@ -1,0 +1,1 @@
+"""Benchmarks (make bench); each script runs on its own: python bench/<name>.py."""
