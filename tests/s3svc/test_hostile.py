@@ -3,10 +3,7 @@ running service's memory stays bounded through the whole corpus."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +12,10 @@ from aiohttp.test_utils import TestServer
 
 from s3svc.app import create_app
 from s3svc.config import S3Settings
-from tests.procs import ServiceProcess, rss_kib
+from tests.hostile import Case, replay, send_raw
+from tests.procs import ServiceProcess
 
 B = "hostileB"
-
-
-@dataclass(frozen=True)
-class Case:
-    """One raw request and what must come back."""
-
-    name: str
-    head: str  # request line and headers, without Content-Length
-    body: bytes
-    status: int
-    error: str | None = None
-    trickle: bool = False  # send part of the body, then go quiet
 
 
 def part(name: str, filename: str | None, data: bytes, extra: str = "") -> bytes:
@@ -139,32 +125,6 @@ CASES = [
 ]
 
 
-async def send_raw(
-    host: str, port: int, case: Case, timeout: float = 60
-) -> tuple[int, dict[str, Any]]:
-    """Send the case's bytes; returns the status and the JSON body."""
-    reader, writer = await asyncio.open_connection(host, port)
-    head = case.head + f"Content-Length: {len(case.body)}\r\n\r\n"
-    writer.write(head.encode())
-    if case.trickle:
-        writer.write(case.body[:300])  # then nothing more: the server must give up
-    else:
-        writer.write(case.body)
-    await writer.drain()
-    # Read exactly one response (the server may linger on the unsent rest of the body before
-    # closing). wait_for is a hang guard, not a speed target.
-    head_raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    lines = head_raw.decode("latin-1").split("\r\n")
-    headers = {
-        k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
-    }
-    body = await asyncio.wait_for(
-        reader.readexactly(int(headers.get("content-length", "0"))), timeout
-    )
-    writer.close()
-    return int(lines[0].split()[1]), json.loads(body) if body.strip() else {}
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_hostile_case(
     aiohttp_server: Callable[..., Any],
@@ -202,13 +162,7 @@ async def test_corpus_against_a_running_service_keeps_memory_bounded(
     env = dict(service_env, BUCKET_NAME=bucket, BODY_IDLE_TIMEOUT="0.5", LOG_LEVEL="warning")
     svc = ServiceProcess("s3svc", env, tmp_path / "s3svc.log").start()
     try:
-        assert svc.proc is not None
-        before = rss_kib(svc.proc.pid)
-        for _ in range(3):
-            for case in CASES:
-                status, _ = await send_raw("127.0.0.1", svc.port, case)
-                assert status < 500, case.name
-        peak = rss_kib(svc.proc.pid, "VmHWM")
+        growth = await replay(svc, CASES)
     finally:
         svc.stop()
-    assert (peak - before) / 1024 < 64, f"RSS grew {(peak - before) / 1024:.1f} MiB"
+    assert growth < 64, f"RSS grew {growth:.1f} MiB"

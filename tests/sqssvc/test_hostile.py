@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.procs import ServiceProcess, rss_kib
-from tests.s3svc.test_hostile import Case, send_raw
+from tests.hostile import Case, replay, send_raw
+from tests.procs import ServiceProcess
 from tests.sqssvc.conftest import drain
 
 SEND = (
@@ -93,14 +93,8 @@ async def test_corpus_against_a_running_service_keeps_memory_bounded(
     env = dict(service_env, QUEUE_URL=queue_url, BODY_IDLE_TIMEOUT="0.5", LOG_LEVEL="warning")
     svc = ServiceProcess("sqssvc", env, tmp_path / "sqssvc.log").start()
     try:
-        assert svc.proc is not None
-        before = rss_kib(svc.proc.pid)
-        for _ in range(3):
-            for case in CASES:
-                status, _ = await send_raw("127.0.0.1", svc.port, case)
-                assert status < 500, case.name
-        peak = rss_kib(svc.proc.pid, "VmHWM")
+        growth = await replay(svc, CASES)
     finally:
         svc.stop()
-    assert (peak - before) / 1024 < 64, f"RSS grew {(peak - before) / 1024:.1f} MiB"
+    assert growth < 64, f"RSS grew {growth:.1f} MiB"
     assert await drain(sqs, queue_url) == []
