@@ -110,3 +110,42 @@ def test_raw_keys_are_refused_as_config() -> None:
     ok = S3Settings.from_env({"API_KEYS_SHA256": f"{digest(KEY)}, {digest(OTHER).upper()}"})
     assert ok.common.api_keys_sha256 == (digest(KEY), digest(OTHER))
     assert digest(KEY) not in repr(ok.common)
+
+
+@pytest.mark.parametrize("service", ["s3svc", "sqssvc"])
+async def test_every_protected_route_of_both_services_needs_a_key(
+    aiohttp_client: Callable[..., Any], service: str
+) -> None:
+    """Each real route of each service, walked from its router: 401 for missing, wrong, empty
+    and prefix-of-valid keys; only health, ready and openapi.json answer without one."""
+    from s3svc.app import create_app as create_s3
+    from sqssvc.app import create_app as create_sqs
+    from sqssvc.config import SqsSettings
+
+    env = {"API_KEYS_SHA256": digest(KEY), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    app = (
+        create_s3(S3Settings.from_env(env))
+        if service == "s3svc"
+        else create_sqs(SqsSettings.from_env(env))
+    )
+    client = await aiohttp_client(app)
+    bad = [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"X-Api-Key": ""},
+        {"Authorization": f"Bearer {KEY[:5]}"},
+    ]
+    protected = 0
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        path = route.resource.canonical
+        open_route = path.endswith(("/health", "/ready", "/openapi.json"))
+        for headers in bad:
+            resp = await client.request(route.method, path, headers=headers)
+            if open_route:
+                assert resp.status != 401, path
+            else:
+                assert resp.status == 401, (route.method, path, headers)
+        protected += not open_route
+    assert protected == (1 if service == "s3svc" else 2)
