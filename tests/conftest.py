@@ -158,6 +158,14 @@ def common_settings(
     return replace(settings, **overrides)
 
 
+def through(settings: S3Settings, url: str, **aws: Any) -> S3Settings:
+    """The same settings with AWS reached at ``url`` (a fault proxy), other AWS fields overridden."""
+    return replace(
+        settings,
+        common=replace(settings.common, aws=replace(settings.common.aws, endpoint_url=url, **aws)),
+    )
+
+
 @pytest.fixture
 def make_s3_settings(aws_settings: AwsSettings, bucket: str) -> Callable[..., S3Settings]:
     """Build S3Settings for the test bucket with the smallest legal part size; override freely."""

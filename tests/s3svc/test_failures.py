@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from common.config import AwsSettings
 from s3svc.app import create_app
 from s3svc.config import MIB, S3Settings
+from tests.conftest import through
 from tests.faultproxy import Call, Fault, fault_proxy
 
 PART = 5 * MIB
@@ -105,7 +105,6 @@ def fail_parts_from(number: int, status: int, code: str) -> Callable[[Call], Fau
 async def test_s3_failing_mid_upload_gives_json_5xx_and_aborts(
     aiohttp_client: Callable[..., Any],
     make_s3_settings: Callable[..., S3Settings],
-    aws_settings: AwsSettings,
     moto_url: str,
     s3: Any,
     bucket: str,
@@ -116,9 +115,7 @@ async def test_s3_failing_mid_upload_gives_json_5xx_and_aborts(
 ) -> None:
     """Parts failing after the upload started: 502/503 JSON, the upload aborted, no object."""
     async with fault_proxy(moto_url, fail_parts_from(2, status, code)) as proxy:
-        aws = AwsSettings(region=aws_settings.region, endpoint_url=proxy.url, max_attempts=2)
-        settings = make_s3_settings()
-        settings = S3Settings(**{**_fields(settings), "common": _with_aws(settings, aws)})
+        settings = through(make_s3_settings(), proxy.url, max_attempts=2)
         client = await aiohttp_client(create_app(settings))
         data = aiohttp.FormData()
         data.add_field("file", os.urandom(4 * PART), filename="f.bin")
@@ -137,20 +134,9 @@ async def test_s3_failing_mid_upload_gives_json_5xx_and_aborts(
     assert (await s3.list_objects_v2(Bucket=bucket)).get("KeyCount") == 0
 
 
-def _fields(settings: S3Settings) -> dict[str, Any]:
-    return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
-
-
-def _with_aws(settings: S3Settings, aws: AwsSettings) -> Any:
-    from dataclasses import replace
-
-    return replace(settings.common, aws=aws)
-
-
 async def test_single_put_failure_stores_nothing(
     aiohttp_client: Callable[..., Any],
     make_s3_settings: Callable[..., S3Settings],
-    aws_settings: AwsSettings,
     moto_url: str,
     s3: Any,
     bucket: str,
@@ -161,9 +147,7 @@ async def test_single_put_failure_stores_nothing(
         return Fault(status=503, code="SlowDown") if call.s3_operation == "PutObject" else None
 
     async with fault_proxy(moto_url, rule) as proxy:
-        aws = AwsSettings(region=aws_settings.region, endpoint_url=proxy.url, max_attempts=3)
-        base = make_s3_settings()
-        settings = S3Settings(**{**_fields(base), "common": _with_aws(base, aws)})
+        settings = through(make_s3_settings(), proxy.url, max_attempts=3)
         client = await aiohttp_client(create_app(settings))
         data = aiohttp.FormData()
         data.add_field("file", b"small", filename="s.txt")

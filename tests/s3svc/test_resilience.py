@@ -16,17 +16,10 @@ import pytest
 from s3svc.app import create_app
 from s3svc.config import MIB, S3Settings
 from tests.apidoc import assert_document_matches_routes
+from tests.conftest import through
 from tests.faultproxy import Call, Fault, fault_proxy
 
 PART = 5 * MIB
-
-
-def through(settings: S3Settings, url: str, **aws: Any) -> S3Settings:
-    """The same settings with AWS reached through the proxy at ``url``."""
-    return replace(
-        settings,
-        common=replace(settings.common, aws=replace(settings.common.aws, endpoint_url=url, **aws)),
-    )
 
 
 def upload_form(data: bytes) -> aiohttp.FormData:
