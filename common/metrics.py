@@ -12,6 +12,7 @@ Limits (EMF spec): at most 100 metrics per directive and 30 dimensions per dimen
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -38,6 +39,32 @@ def add_metric(request: web.Request, name: str, value: float, unit: str = COUNT)
     metrics[name] = (old + value, unit)
 
 
+@functools.lru_cache(maxsize=1024)
+def _directive(
+    namespace: str,
+    dimension_sets: tuple[tuple[str, ...], ...],
+    dimension_names: tuple[str, ...],
+    metric_units: tuple[tuple[str, str], ...],
+) -> list[dict[str, Any]]:
+    """The ``CloudWatchMetrics`` list, validated once per distinct shape and then reused: routes
+    and metric names are few, and the access line of every request carries one (never mutated)."""
+    if len(metric_units) > MAX_METRICS:
+        raise ValueError(f"{len(metric_units)} metrics in one EMF document (max {MAX_METRICS})")
+    for dims in dimension_sets:
+        if len(dims) > MAX_DIMENSIONS:
+            raise ValueError(f"{len(dims)} dimensions in one set (max {MAX_DIMENSIONS})")
+        missing = [d for d in dims if d not in dimension_names]
+        if missing:
+            raise ValueError(f"dimension set names {missing}, which have no value")
+    return [
+        {
+            "Namespace": namespace,
+            "Dimensions": [list(dims) for dims in dimension_sets],
+            "Metrics": [{"Name": name, "Unit": unit} for name, unit in metric_units],
+        }
+    ]
+
+
 def emf(
     namespace: str,
     dimensions: dict[str, str],
@@ -50,48 +77,59 @@ def emf(
 
     ``dimension_sets`` defaults to one set of all ``dimensions``; each set is its own metric series.
     """
-    if len(metrics) > MAX_METRICS:
-        raise ValueError(f"{len(metrics)} metrics in one EMF document (max {MAX_METRICS})")
-    sets = dimension_sets or [list(dimensions)]
-    for dims in sets:
-        if len(dims) > MAX_DIMENSIONS:
-            raise ValueError(f"{len(dims)} dimensions in one set (max {MAX_DIMENSIONS})")
-        missing = [d for d in dims if d not in dimensions]
-        if missing:
-            raise ValueError(f"dimension set names {missing}, which have no value")
+    sets = tuple(map(tuple, dimension_sets)) if dimension_sets else (tuple(dimensions),)
+    directive = _directive(
+        namespace,
+        sets,
+        tuple(dimensions),
+        tuple((name, unit) for name, (_, unit) in metrics.items()),
+    )
     fields: dict[str, Any] = {
         "_aws": {
             "Timestamp": timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": namespace,
-                    "Dimensions": sets,
-                    "Metrics": [
-                        {"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()
-                    ],
-                }
-            ],
+            "CloudWatchMetrics": directive,
         }
     }
     fields.update(dimensions)
-    fields.update({name: value for name, (value, _) in metrics.items()})
+    for name, (value, _) in metrics.items():
+        fields[name] = value
     return fields
+
+
+# The request metrics' dimension sets and units; the handler's own metrics follow them.
+_REQUEST_SETS = (("Service", "Route"), ("Service",))
+_REQUEST_UNITS = (
+    ("Latency", MILLISECONDS),
+    ("Requests", COUNT),
+    ("Errors4xx", COUNT),
+    ("Errors5xx", COUNT),
+)
+_BUILT_IN = frozenset(name for name, _ in _REQUEST_UNITS)
 
 
 def request_metrics(
     namespace: str, service: str, route: str, status: int, latency_ms: float, extra: Metrics
 ) -> dict[str, Any]:
-    """EMF fields for one request's access line."""
-    metrics: Metrics = {
-        "Latency": (latency_ms, MILLISECONDS),
-        "Requests": (1, COUNT),
-        "Errors4xx": (1 if 400 <= status < 500 else 0, COUNT),
-        "Errors5xx": (1 if status >= 500 else 0, COUNT),
+    """EMF fields for one request's access line: ``Latency``, ``Requests``, ``Errors4xx``,
+    ``Errors5xx`` by (``Service``, ``Route``) and by ``Service``, plus ``extra``.
+
+    The same document :func:`emf` would build, without rebuilding the directive for every request.
+    """
+    units: tuple[tuple[str, str], ...] = _REQUEST_UNITS
+    if extra:
+        units += tuple((name, unit) for name, (_, unit) in extra.items() if name not in _BUILT_IN)
+    fields: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": _directive(namespace, _REQUEST_SETS, _REQUEST_SETS[0], units),
+        },
+        "Service": service,
+        "Route": route,
+        "Latency": latency_ms,
+        "Requests": 1,
+        "Errors4xx": 1 if 400 <= status < 500 else 0,
+        "Errors5xx": 1 if status >= 500 else 0,
     }
-    metrics.update(extra)
-    return emf(
-        namespace,
-        {"Service": service, "Route": route},
-        metrics,
-        dimension_sets=[["Service", "Route"], ["Service"]],
-    )
+    for name, (value, _) in extra.items():
+        fields[name] = value
+    return fields

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
 import logging
+import re
 
 import pytest
 import structlog
 
 from common.config import AwsSettings
-from common.logging import configure_logging, get_logger
+from common.logging import DirectLogger, build_formatter, configure_logging, get_logger, iso_utc
 from tests.conftest import common_settings
 
 
@@ -64,3 +67,92 @@ def test_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
     get_logger("t").info("quiet")
     get_logger("t").warning("loud")
     assert [x["event"] for x in lines(capsys.readouterr().out)] == ["loud"]
+
+
+def test_access_fast_path_writes_the_line_structlog_would(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """DirectLogger (the access line's path) and structlog give the same fields and values."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+    structlog.contextvars.bind_contextvars(request_id="r-1", trace_id="1-abc")
+    fields = {"method": "GET", "status": 200, "latency_ms": 1.25, "client_ip": "10.0.0.1"}
+    DirectLogger("common.web").info("request", dict(fields))
+    get_logger("common.web").info("request", **fields)
+    fast, slow = lines(capsys.readouterr().out)
+    assert set(fast) == set(slow)
+    for key in set(slow) - {"timestamp"}:
+        assert fast[key] == slow[key], key
+    assert fast["request_id"] == "r-1"
+    assert fast["logger"] == "common.web"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", str(fast["timestamp"]))
+
+
+def test_access_fast_path_gives_other_handlers_a_record(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A handler that takes no event dicts (here: a capture list) gets an ordinary record, and
+    the stdout line is still written once."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    capture = Capture()
+    capture.setFormatter(build_formatter("demo", "test"))
+    logging.getLogger().addHandler(capture)
+    DirectLogger("common.web").info("request", {"status": 404})
+    (printed,) = lines(capsys.readouterr().out)
+    (record,) = records
+    assert record.name == "common.web"
+    assert record.levelno == logging.INFO
+    assert json.loads(capture.format(record)) == printed
+
+
+def test_access_fast_path_in_console_format(capsys: pytest.CaptureFixture[str]) -> None:
+    """LOG_FORMAT=console: the access line is rendered for humans like every other line."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo", log_format="console"))
+    DirectLogger("common.web").info("request", {"status": 201, "route": "/demo/x"})
+    out = capsys.readouterr().out
+    assert "request" in out
+    assert "status=201" in out
+    assert "route=/demo/x" in out
+    assert not out.startswith("{")
+
+
+def test_access_fast_path_respects_the_level(capsys: pytest.CaptureFixture[str]) -> None:
+    """LOG_LEVEL=warning: no access line, and the middleware can skip building it."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo", log_level="warning"))
+    access = DirectLogger("common.web")
+    assert not access.enabled()
+    access.info("request", {"status": 200})
+    assert capsys.readouterr().out == ""
+
+
+def test_iso_utc_is_iso_8601_utc_with_microseconds() -> None:
+    """The fast timestamp says the same instant as datetime's own formatting."""
+    for t in (0.0, 1_795_522_454.759942, 1_795_522_454.0, 1_795_522_454.999_999_4):
+        stamp = iso_utc(t)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+        parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert abs(parsed.timestamp() - t) < 1e-6
+    assert iso_utc(0.5) == "1970-01-01T00:00:00.500000Z"
+
+
+def test_a_failing_stdout_never_fails_the_caller(capsys: pytest.CaptureFixture[str]) -> None:
+    """stdout gone (a closed pipe): the access line is reported through logging's own error
+    handling, as for any record, and the request path carries on."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+
+    class Broken(io.TextIOWrapper):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError("stdout closed")
+
+    broken = Broken(io.BytesIO())
+    broken.buffer.close()
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(broken)
+    DirectLogger("common.web").info("request", {"status": 200})
+    assert "Logging error" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from common.config import AwsSettings
 from common.logging import build_formatter, configure_logging, get_logger
-from common.metrics import MAX_DIMENSIONS, MAX_METRICS, add_metric, emf
+from common.metrics import MAX_DIMENSIONS, MAX_METRICS, add_metric, emf, request_metrics
 from common.web import create_base_app
 from tests.conftest import common_settings
 
@@ -116,3 +116,28 @@ def test_only_one_copy_of_a_line_becomes_metrics() -> None:
     assert "_aws" not in plain
     assert plain["Requests"] == 1
     assert_valid_emf(with_emf)
+
+
+@pytest.mark.parametrize("status", [200, 404, 503])
+def test_request_metrics_is_the_document_emf_builds(status: int) -> None:
+    """The access line's cached fast path and the general emitter agree, field for field."""
+    extra = {"UploadBytes": (15.0, "Bytes"), "UploadParts": (2.0, "Count")}
+    fast = request_metrics("NS", "svc", "/svc/upload", status, 12.5, extra)
+    general = emf(
+        "NS",
+        {"Service": "svc", "Route": "/svc/upload"},
+        {
+            "Latency": (12.5, "Milliseconds"),
+            "Requests": (1, "Count"),
+            "Errors4xx": (1 if 400 <= status < 500 else 0, "Count"),
+            "Errors5xx": (1 if status >= 500 else 0, "Count"),
+            **extra,
+        },
+        dimension_sets=[["Service", "Route"], ["Service"]],
+        timestamp_ms=fast["_aws"]["Timestamp"],
+    )
+    assert fast == general
+    assert_valid_emf(fast)
+    # The cached directive is shared between lines, so nothing may have changed it.
+    again = request_metrics("NS", "svc", "/other", status, 1.0, extra)
+    assert again["_aws"]["CloudWatchMetrics"] == general["_aws"]["CloudWatchMetrics"]
