@@ -5,6 +5,7 @@ Delivery from running services, SIGTERM flushes and outages are in tests/e2e/tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -89,9 +90,9 @@ def test_orjson_bodies_are_accepted_by_cloudwatch(moto_url: str) -> None:
         client.delete_log_group(logGroupName=group)
 
 
-@pytest.fixture
-def unreachable_handler() -> Iterator[BoundedCloudWatchHandler]:
-    """A handler whose CloudWatch cannot be reached, queue bound 5, nothing sent for a minute."""
+@contextlib.contextmanager
+def unreachable(max_queue: int) -> Iterator[BoundedCloudWatchHandler]:
+    """A handler whose CloudWatch cannot be reached, nothing sent for a minute; closed after."""
     client = _client(
         f"http://127.0.0.1:{free_port()}",
         connect_timeout=0.2,
@@ -103,17 +104,13 @@ def unreachable_handler() -> Iterator[BoundedCloudWatchHandler]:
         boto3_client=client,
         create_log_group=False,
         send_interval=60,
-        max_queue=5,
+        max_queue=max_queue,
     )
     handler.FLUSH_TIMEOUT = 1
     handler.setFormatter(build_formatter("demo", "test"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
     try:
         yield handler
     finally:
-        root.handlers[:] = []
         # The last batch fails (nowhere to send it) with a WatchtowerWarning from the sender
         # thread: wait for it here, so it cannot surface in a later test.
         with warnings.catch_warnings():
@@ -121,6 +118,42 @@ def unreachable_handler() -> Iterator[BoundedCloudWatchHandler]:
             handler.close()  # type: ignore[no-untyped-call]
             for thread in handler.threads:
                 thread.join(timeout=30)
+
+
+@pytest.fixture
+def unreachable_handler() -> Iterator[BoundedCloudWatchHandler]:
+    """The root logger's only handler: an unreachable CloudWatch, queue bound 5."""
+    root = logging.getLogger()
+    with unreachable(max_queue=5) as handler:
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        try:
+            yield handler
+        finally:
+            root.handlers[:] = []
+
+
+def test_queue_is_bounded_when_cloudwatch_is_down() -> None:
+    """10,000 lines of 10 KiB while nothing can be delivered: the queue never exceeds its bound.
+
+    (The sender also holds the batch it is assembling, itself capped at 1 MiB, so what the
+    handler keeps is at most max_queue lines plus 1 MiB.)
+    """
+    logger = logging.getLogger("bounded-test")
+    logger.propagate = False
+    line = "x" * 10_240
+    with unreachable(max_queue=50) as handler:
+        logger.addHandler(handler)
+        try:
+            peak = 0
+            for _ in range(10_000):
+                logger.warning(line)
+                peak = max(peak, handler.queued())
+        finally:
+            logger.removeHandler(handler)
+    assert peak <= 51  # the bound (+1 for watchtower's own flush marker)
+    batch_cap = 1024 * 1024 // len(line) + 1
+    assert handler.dropped >= 10_000 - 51 - batch_cap * 5
 
 
 def test_access_lines_queue_without_records_and_stay_bounded(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import logging
 import signal
 import threading
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from common.cloudwatch import BoundedCloudWatchHandler, stream_name
+from common.cloudwatch import stream_name
 from common.config import CloudWatchSettings
 from tests.conftest import log_lines
 from tests.faultproxy import Call, Fault, fault_proxy
@@ -197,49 +196,6 @@ async def test_missing_credentials_do_not_stop_the_service(
     finally:
         svc.stop()
     assert sum(1 for x in stdout_lines(svc) if x["event"] == "request") >= 20
-
-
-@pytest.mark.filterwarnings("ignore::watchtower.WatchtowerWarning")
-def test_queue_is_bounded_when_cloudwatch_is_down() -> None:
-    """10,000 lines of 10 KiB while nothing can be delivered: the queue never exceeds its bound.
-
-    (watchtower also holds the batch it is assembling, itself capped at 1 MiB, so what the
-    handler keeps is at most max_queue lines plus 1 MiB.)
-    """
-    import boto3
-    from botocore.config import Config
-
-    dead = f"http://127.0.0.1:{free_port()}"
-    client = boto3.client(
-        "logs",
-        endpoint_url=dead,
-        region_name="us-east-1",
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=0.2),
-    )
-    handler = BoundedCloudWatchHandler(
-        log_group_name="g",
-        log_stream_name="s",
-        boto3_client=client,
-        create_log_group=False,
-        send_interval=60,
-        max_queue=50,
-    )
-    handler.FLUSH_TIMEOUT = 1
-    logger = logging.getLogger("bounded-test")
-    logger.propagate = False
-    logger.addHandler(handler)
-    line = "x" * 10_240
-    try:
-        peak = 0
-        for _ in range(10_000):
-            logger.warning(line)
-            peak = max(peak, handler.queued())
-        assert peak <= 51  # the bound (+1 for watchtower's own flush marker)
-        batch_cap = 1024 * 1024 // len(line) + 1
-        assert handler.dropped >= 10_000 - 51 - batch_cap * 5
-    finally:
-        logger.removeHandler(handler)
-        handler.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
