@@ -128,8 +128,12 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler, EventHandler):
         if self.shutting_down or not isinstance(formatter, JsonFormatter):
             return False
         if not str(event.get("logger", "")).startswith(_EXCLUDED_LOGGERS):
-            line = formatter.render(event)
-            self._put(int(created * 1000), line.decode(), len(line))
+            try:
+                line = formatter.render(event)
+                self._put(int(created * 1000), line.decode(), len(line))
+            except Exception:
+                # The record path reports it through handleError(), as a failing emit() would.
+                return False
         return True
 
     def _put(self, timestamp_ms: int, message: str, size: int) -> None:

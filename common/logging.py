@@ -197,7 +197,7 @@ class StdoutHandler(logging.StreamHandler, EventHandler):  # type: ignore[type-a
     def emit_event(self, event: dict[str, Any], created: float) -> bool:
         formatter = self.formatter
         binary = getattr(self.stream, "buffer", None)
-        if binary is None or not isinstance(formatter, JsonFormatter):
+        if binary is None or self.filters or not isinstance(formatter, JsonFormatter):
             return False
         try:
             line = formatter.render(event, newline=True)
@@ -216,7 +216,9 @@ class DirectLogger:
     For the access line, logged once per request: it skips structlog's processor chain, the
     stdlib ``Logger`` and the ``LogRecord`` (about three quarters of a line's cost), yet the line
     has the same fields and shape as any other. A handler that cannot take an event dict (a
-    test's capture handler, a console formatter) gets an ordinary record instead.
+    test's capture handler, a console formatter, a handler with filters) gets an ordinary record
+    instead, and so does the whole line when the logger's own configuration (filters, handlers,
+    ``propagate``) has a say.
     """
 
     def __init__(self, name: str) -> None:
@@ -238,6 +240,9 @@ class DirectLogger:
         ed["level"] = "info"
         ed["logger"] = self.name
         ed["timestamp"] = iso_utc(created)
+        if not self._root_only():
+            self._stdlib.handle(self._record(ed, created))
+            return
         record: logging.LogRecord | None = None
         for handler in logging.root.handlers:
             if handler.level > logging.INFO:
@@ -247,6 +252,16 @@ class DirectLogger:
             if record is None:
                 record = self._record(ed, created)
             handler.handle(record)
+
+    def _root_only(self) -> bool:
+        """True when the line would reach the root logger's handlers and no others: no filter,
+        handler or ``propagate = False`` on the way (else the stdlib decides, with a record)."""
+        logger: logging.Logger | None = self._stdlib
+        while logger is not None and logger is not logging.root:
+            if logger.filters or logger.handlers or not logger.propagate:
+                return False
+            logger = logger.parent
+        return True
 
     def _record(self, event: dict[str, Any], created: float) -> logging.LogRecord:
         # What structlog's ``wrap_for_formatter`` would have handed the stdlib logger.

@@ -12,6 +12,7 @@ Limits (EMF spec): at most 100 metrics per directive and 30 dimensions per dimen
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from typing import Any
@@ -87,7 +88,8 @@ def emf(
     fields: dict[str, Any] = {
         "_aws": {
             "Timestamp": timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
-            "CloudWatchMetrics": directive,
+            # A copy: the caller may change its document; the cached directive must not change.
+            "CloudWatchMetrics": copy.deepcopy(directive),
         }
     }
     fields.update(dimensions)
@@ -113,7 +115,8 @@ def request_metrics(
     """EMF fields for one request's access line: ``Latency``, ``Requests``, ``Errors4xx``,
     ``Errors5xx`` by (``Service``, ``Route``) and by ``Service``, plus ``extra``.
 
-    The same document :func:`emf` would build, without rebuilding the directive for every request.
+    The same document :func:`emf` would build, without rebuilding the directive for every request:
+    the directive is shared between access lines, so callers must not change it.
     """
     units: tuple[tuple[str, str], ...] = _REQUEST_UNITS
     if extra:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -90,15 +91,29 @@ def test_orjson_bodies_are_accepted_by_cloudwatch(moto_url: str) -> None:
         client.delete_log_group(logGroupName=group)
 
 
+class PausedSender(BoundedCloudWatchHandler):
+    """The sender thread waits for ``resume`` before it takes any line, so a test sees the queue
+    exactly as the logging side left it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.resume = threading.Event()
+        super().__init__(**kwargs)
+
+    def _dequeue_batch(self, *args: Any) -> None:
+        self.resume.wait()
+        super()._dequeue_batch(*args)
+
+
 @contextlib.contextmanager
-def unreachable(max_queue: int) -> Iterator[BoundedCloudWatchHandler]:
-    """A handler whose CloudWatch cannot be reached, nothing sent for a minute; closed after."""
+def unreachable(max_queue: int, *, paused: bool = True) -> Iterator[PausedSender]:
+    """A handler whose CloudWatch cannot be reached, its sender paused unless ``paused=False``;
+    resumed and closed afterwards."""
     client = _client(
         f"http://127.0.0.1:{free_port()}",
         connect_timeout=0.2,
         retries={"total_max_attempts": 1},
     )
-    handler = BoundedCloudWatchHandler(
+    handler = PausedSender(
         log_group_name="g",
         log_stream_name="s",
         boto3_client=client,
@@ -108,11 +123,14 @@ def unreachable(max_queue: int) -> Iterator[BoundedCloudWatchHandler]:
     )
     handler.FLUSH_TIMEOUT = 1
     handler.setFormatter(build_formatter("demo", "test"))
+    if not paused:
+        handler.resume.set()
     try:
         yield handler
     finally:
         # The last batch fails (nowhere to send it) with a WatchtowerWarning from the sender
         # thread: wait for it here, so it cannot surface in a later test.
+        handler.resume.set()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", watchtower.WatchtowerWarning)
             handler.close()  # type: ignore[no-untyped-call]
@@ -121,7 +139,7 @@ def unreachable(max_queue: int) -> Iterator[BoundedCloudWatchHandler]:
 
 
 @pytest.fixture
-def unreachable_handler() -> Iterator[BoundedCloudWatchHandler]:
+def unreachable_handler() -> Iterator[PausedSender]:
     """The root logger's only handler: an unreachable CloudWatch, queue bound 5."""
     root = logging.getLogger()
     with unreachable(max_queue=5) as handler:
@@ -134,7 +152,8 @@ def unreachable_handler() -> Iterator[BoundedCloudWatchHandler]:
 
 
 def test_queue_is_bounded_when_cloudwatch_is_down() -> None:
-    """10,000 lines of 10 KiB while nothing can be delivered: the queue never exceeds its bound.
+    """10,000 lines of 10 KiB while the sender runs and nothing can be delivered: the queue
+    never exceeds its bound.
 
     (The sender also holds the batch it is assembling, itself capped at 1 MiB, so what the
     handler keeps is at most max_queue lines plus 1 MiB.)
@@ -142,7 +161,7 @@ def test_queue_is_bounded_when_cloudwatch_is_down() -> None:
     logger = logging.getLogger("bounded-test")
     logger.propagate = False
     line = "x" * 10_240
-    with unreachable(max_queue=50) as handler:
+    with unreachable(max_queue=50, paused=False) as handler:
         logger.addHandler(handler)
         try:
             peak = 0
@@ -157,7 +176,7 @@ def test_queue_is_bounded_when_cloudwatch_is_down() -> None:
 
 
 def test_access_lines_queue_without_records_and_stay_bounded(
-    unreachable_handler: BoundedCloudWatchHandler,
+    unreachable_handler: PausedSender,
 ) -> None:
     """The access line's event path queues the JSON line (EMF included); past the bound, lines
     are counted as dropped, never queued."""
@@ -178,7 +197,7 @@ def test_access_lines_queue_without_records_and_stay_bounded(
 
 
 def test_cloudwatch_copy_skips_its_own_delivery_loggers(
-    unreachable_handler: BoundedCloudWatchHandler,
+    unreachable_handler: PausedSender,
 ) -> None:
     """Lines about delivery (botocore, watchtower) are never shipped, on either path."""
     DirectLogger("botocore.endpoint").info("retrying", {})
@@ -186,3 +205,12 @@ def test_cloudwatch_copy_skips_its_own_delivery_loggers(
     assert unreachable_handler.queued() == 0
     DirectLogger("common.web").info("request", {})
     assert unreachable_handler.queued() == 1
+
+
+def test_a_line_that_cannot_be_rendered_never_fails_the_caller(
+    unreachable_handler: PausedSender, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An integer beyond 64 bits: logging's error handling reports it, nothing is queued."""
+    DirectLogger("common.web").info("request", {"bytes_in": 2**64})
+    assert "Logging error" in capsys.readouterr().err
+    assert unreachable_handler.queued() == 0

@@ -156,3 +156,42 @@ def test_a_failing_stdout_never_fails_the_caller(capsys: pytest.CaptureFixture[s
     handler.setStream(broken)
     DirectLogger("common.web").info("request", {"status": 200})
     assert "Logging error" in capsys.readouterr().err
+
+
+def test_access_fast_path_honours_the_loggers_own_configuration(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A filter on the logger, or a logger that does not propagate, decides as for any record."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+    quiet = logging.getLogger("fast.filtered")
+    quiet.addFilter(lambda record: False)
+    DirectLogger("fast.filtered").info("request", {"status": 200})
+    assert capsys.readouterr().out == ""
+
+    own: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            own.append(record)
+
+    alone = logging.getLogger("fast.alone")
+    alone.propagate = False
+    alone.addHandler(Capture())
+    try:
+        DirectLogger("fast.alone").info("request", {"status": 201})
+    finally:
+        alone.propagate = True
+        alone.handlers.clear()
+    assert capsys.readouterr().out == ""
+    (record,) = own
+    assert isinstance(record.msg, dict)
+    assert record.msg["status"] == 201
+
+
+def test_a_value_orjson_cannot_render_never_fails_the_caller(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An integer beyond 64 bits: reported by logging's error handling, not raised."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+    DirectLogger("common.web").info("request", {"bytes_in": 2**64})
+    assert "Logging error" in capsys.readouterr().err

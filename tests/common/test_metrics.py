@@ -138,6 +138,27 @@ def test_request_metrics_is_the_document_emf_builds(status: int) -> None:
     )
     assert fast == general
     assert_valid_emf(fast)
-    # The cached directive is shared between lines, so nothing may have changed it.
-    again = request_metrics("NS", "svc", "/other", status, 1.0, extra)
-    assert again["_aws"]["CloudWatchMetrics"] == general["_aws"]["CloudWatchMetrics"]
+    assert fast["_aws"]["CloudWatchMetrics"] == [
+        {
+            "Namespace": "NS",
+            "Dimensions": [["Service", "Route"], ["Service"]],
+            "Metrics": [
+                {"Name": "Latency", "Unit": "Milliseconds"},
+                {"Name": "Requests", "Unit": "Count"},
+                {"Name": "Errors4xx", "Unit": "Count"},
+                {"Name": "Errors5xx", "Unit": "Count"},
+                {"Name": "UploadBytes", "Unit": "Bytes"},
+                {"Name": "UploadParts", "Unit": "Count"},
+            ],
+        }
+    ]
+
+
+def test_emf_hands_out_its_own_copy_of_the_directive() -> None:
+    """A caller changing what emf() returned cannot change later documents (the cache's)."""
+    first = emf("NS", {"Service": "s"}, {"Requests": (1, "Count")})
+    first["_aws"]["CloudWatchMetrics"][0]["Metrics"].append({"Name": "Bogus", "Unit": "Count"})
+    second = emf("NS", {"Service": "s"}, {"Requests": (1, "Count")})
+    assert second["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
+        {"Name": "Requests", "Unit": "Count"}
+    ]
