@@ -89,10 +89,17 @@ async def s3(aws_settings: AwsSettings, _isolated_aws_env: None) -> AsyncIterato
         yield client
 
 
+async def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """Multipart uploads currently open in ``bucket``."""
+    uploads: list[dict[str, Any]] = (await s3.list_multipart_uploads(Bucket=bucket)).get(
+        "Uploads", []
+    )
+    return uploads
+
+
 async def empty_bucket(s3: Any, bucket: str) -> None:
     """Abort every multipart upload and delete every object of ``bucket``."""
-    uploads = await s3.list_multipart_uploads(Bucket=bucket)
-    for up in uploads.get("Uploads", []):
+    for up in await open_uploads(s3, bucket):
         await s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
     listed = await s3.list_object_versions(Bucket=bucket)
     for obj in listed.get("Versions", []) + listed.get("DeleteMarkers", []):

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from s3svc.config import MIB
+from tests.conftest import open_uploads
 from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.skipif(
@@ -42,7 +43,7 @@ async def wait_for_upload_start(s3: Any, bucket: str, timeout: float = 20.0) -> 
     """Until a multipart upload is open in the bucket (the service is mid-file)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads"):
+        if await open_uploads(s3, bucket):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("no multipart upload started")
@@ -108,7 +109,7 @@ async def test_sigterm_mid_upload_within_grace_completes(
             hashlib.sha256(await stream.read()).hexdigest()
             == hashlib.sha256(big_file.read_bytes()).hexdigest()
         )
-    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    assert await open_uploads(s3, bucket) == []
 
 
 async def test_sigterm_mid_upload_past_grace_leaves_nothing(
@@ -128,5 +129,5 @@ async def test_sigterm_mid_upload_past_grace_leaves_nothing(
     assert not out.endswith("\n201")
     assert code == 0
     assert await objects(s3, bucket) == []
-    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    assert await open_uploads(s3, bucket) == []
     assert '"upload_aborted"' in svc.output()

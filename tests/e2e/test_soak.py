@@ -28,6 +28,7 @@ import aiohttp
 
 from common.aws import open_client
 from common.config import AwsSettings
+from tests.conftest import open_uploads
 from tests.procs import ROOT, ServiceProcess, free_port
 
 MIB = 1024 * 1024
@@ -274,7 +275,7 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
 
             listed = await s3.list_objects_v2(Bucket="soak")
             objects = {o["Key"]: o["Size"] for o in listed.get("Contents", [])}
-            open_uploads = (await s3.list_multipart_uploads(Bucket="soak")).get("Uploads", [])
+            left_open = await open_uploads(s3, "soak")
             stored_shas = {}
             for key in objects:
                 obj = await s3.get_object(Bucket="soak", Key=key)
@@ -312,7 +313,7 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
         assert name in uploads.acked or name in uploads.unknown, key
         assert sha == upload_sha(int(name.split("-")[1].split(".")[0]), size), key
         assert objects[key] == size
-    assert open_uploads == []
+    assert left_open == []
     # The run did exercise both services, before and after their restarts.
     assert len(timeline) == 4
     assert len(messages.acked) > cfg.messages // 2

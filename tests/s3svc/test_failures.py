@@ -13,18 +13,10 @@ from aiohttp.test_utils import TestServer
 
 from s3svc.app import create_app
 from s3svc.config import MIB, S3Settings
-from tests.conftest import through
+from tests.conftest import open_uploads, through
 from tests.faultproxy import Call, Fault, fault_proxy
 
 PART = 5 * MIB
-
-
-async def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
-    """Multipart uploads currently open in ``bucket``."""
-    uploads: list[dict[str, Any]] = (await s3.list_multipart_uploads(Bucket=bucket)).get(
-        "Uploads", []
-    )
-    return uploads
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> None:

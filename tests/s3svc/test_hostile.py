@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from s3svc.app import create_app
 from s3svc.config import S3Settings
+from tests.conftest import open_uploads
 from tests.hostile import Case, replay, send_raw
 from tests.procs import ServiceProcess
 
@@ -152,7 +153,7 @@ async def test_hostile_case(
         assert len(name) <= 100
         head = await s3.head_object(Bucket=bucket, Key=item["key"])
         assert all(ch.isprintable() for ch in head["Metadata"]["original-filename"])
-    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    assert await open_uploads(s3, bucket) == []
 
 
 async def test_corpus_against_a_running_service_keeps_memory_bounded(

@@ -16,7 +16,7 @@ import pytest
 from s3svc.app import create_app
 from s3svc.config import MIB, S3Settings
 from tests.apidoc import assert_document_matches_routes
-from tests.conftest import through
+from tests.conftest import open_uploads, through
 from tests.faultproxy import Call, Fault, fault_proxy
 
 PART = 5 * MIB
@@ -67,7 +67,7 @@ async def test_dead_backend_fails_fast_and_recovers(
             raise AssertionError("/ready did not recover")
         resp = await client.post("/s3/upload", data=upload_form(b"back"))
         assert resp.status == 201
-    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    assert await open_uploads(s3, bucket) == []
 
 
 async def test_stalled_backend_ends_within_timeout(
@@ -129,7 +129,7 @@ async def test_twenty_percent_failing_calls(
         assert any(c.s3_operation == "UploadPart" for c in proxy.calls)
     listed = await s3.list_objects_v2(Bucket=bucket)
     assert listed.get("KeyCount", 0) == ok
-    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    assert await open_uploads(s3, bucket) == []
 
 
 @pytest.mark.parametrize("with_keys", [False, True])

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from s3svc.app import create_app
 from s3svc.config import MIB, S3Settings
+from tests.conftest import open_uploads
 
 PART = 5 * MIB
 
@@ -53,12 +54,6 @@ async def assert_stored(s3: Any, item: dict[str, Any], data: bytes) -> None:
         assert obj["Metadata"]["sha256"] == sha
 
 
-async def no_leftovers(s3: Any, bucket: str) -> None:
-    """No multipart upload is left open in ``bucket``."""
-    uploads = await s3.list_multipart_uploads(Bucket=bucket)
-    assert uploads.get("Uploads", []) == []
-
-
 @pytest.mark.parametrize(
     "size",
     [1, PART - 1, PART, PART + 1, 3 * PART + 12345],
@@ -84,7 +79,7 @@ async def test_upload_sizes_store_exact_bytes(
         assert item["etag"].endswith(f"-{-(-size // PART)}")
     else:
         assert "-" not in item["etag"]
-    await no_leftovers(s3, bucket)
+    assert await open_uploads(s3, bucket) == []
 
 
 async def test_multipart_parts_carry_s3_checksums(client: Client, s3: Any) -> None:
@@ -191,7 +186,7 @@ async def test_unterminated_multipart_is_400_and_stores_nothing(
     assert resp.status == 400
     assert (await resp.json())["error"] == "malformed_multipart"
     assert (await s3.list_objects_v2(Bucket=bucket)).get("KeyCount") == 0
-    await no_leftovers(s3, bucket)
+    assert await open_uploads(s3, bucket) == []
 
 
 async def test_too_many_files(
@@ -249,7 +244,7 @@ async def test_streamed_body_over_limit_aborts_upload(
     resp = await client.post("/s3/upload", data=writer)
     assert resp.status == 413
     assert (await resp.json())["error"] == "upload_too_large"
-    await no_leftovers(s3, bucket)
+    assert await open_uploads(s3, bucket) == []
     assert (await s3.list_objects_v2(Bucket=bucket)).get("KeyCount") == 0
 
 
