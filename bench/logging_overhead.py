@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -59,10 +58,10 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
+from bench.results import RESULTS, machine_line, write_section  # noqa: E402
 from bench.sqs import (  # noqa: E402
     CpuMeter,
     base_env,
-    machine_line,
     purge_loop,
     start_moto,
     wait_quiet,
@@ -74,7 +73,6 @@ from tests.procs import ServiceProcess, rss_kib  # noqa: E402
 REGION = "us-east-1"
 QUEUE = "bench-logging-overhead"
 LOG_GROUP = "/bench/logging-overhead"
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Logging and metrics overhead"
 # A hand-written subsection of ours that a new run keeps (it is not generated from the numbers).
 KEEP = "### Profile"
@@ -581,30 +579,6 @@ def report(
     return "\n".join(lines), checks
 
 
-def write_section(body: str) -> None:
-    """Replace (or add) this benchmark's section of RESULTS.md, leaving other sections alone.
-
-    The file is read right before it is written. A ``### Profile`` subsection of ours (written by
-    hand from a py-spy profile) is kept.
-    """
-    text = (
-        RESULTS.read_text()
-        if RESULTS.exists()
-        else f"# Benchmark results\n\nMachine: {machine_line()}\n"
-    )
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    old = pattern.search(text)
-    kept = ""
-    if old is not None and (at := old.group(0).find(f"\n{KEEP}")) >= 0:
-        kept = "\n" + old.group(0)[at:].strip() + "\n"
-    section = f"{SECTION}\n\n{body.strip()}\n{kept}"
-    if old is not None:
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run, print the Markdown report and record it in RESULTS.md."""
     argv = sys.argv[1:] if argv is None else argv
@@ -651,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     if not args.no_write:
-        write_section(body)
+        write_section(SECTION, body, keep=KEEP)
         print(f"\n(written to {RESULTS.relative_to(ROOT)})", file=sys.stderr)
     return 0
 

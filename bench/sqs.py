@@ -31,8 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -51,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
+from bench.results import RESULTS, machine_line, write_section  # noqa: E402
 from common.aws import open_client  # noqa: E402
 from common.config import AwsSettings  # noqa: E402
 from tests.faultproxy import Call, Fault, FaultProxy  # noqa: E402
@@ -65,7 +64,6 @@ CONCURRENCY = (1, 8, 64)
 TARGET_RATIO = 5.0
 TARGET_CALLS_PER_1000 = 120.0
 TARGET_P50_SLACK_MS = 2.0
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## sqssvc batching"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -135,19 +133,6 @@ class CpuMeter:
         out = {n: t / TICKS / elapsed * 100 for n, t in used.items()}
         out["others"] = max(0, total - sum(used.values())) / TICKS / elapsed * 100
         return out
-
-
-def machine_line() -> str:
-    """nproc, CPU model, Python: the machine this ran on."""
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return (
-        f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()} on "
-        f"{platform.system()} {platform.release()}"
-    )
 
 
 def base_env(workdir: Path) -> dict[str, str]:
@@ -306,22 +291,6 @@ def report(phases: list[Phase], rss: dict[int, int], args: argparse.Namespace) -
     return "\n".join(lines), all(ok for *_, ok in checks)
 
 
-def write_section(body: str) -> None:
-    """Replace (or add) this benchmark's section of RESULTS.md, leaving other sections alone."""
-    text = (
-        RESULTS.read_text()
-        if RESULTS.exists()
-        else f"# Benchmark results\n\nMachine: {machine_line()}\n"
-    )
-    section = f"{SECTION}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> tuple[str, bool]:
     """Start moto, the proxy and each sqssvc in turn; run every phase; return the report."""
     env = base_env(workdir)
@@ -431,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(body)
     if not args.no_write:
-        write_section(body)
+        write_section(SECTION, body)
         print(f"\n(written to {RESULTS.relative_to(ROOT)})", file=sys.stderr)
     return 0 if met or not args.strict else 1
 

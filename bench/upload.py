@@ -42,7 +42,6 @@ import base64
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -66,6 +65,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
+from bench.results import RESULTS, machine_line, write_section  # noqa: E402
 from common.aws import open_client  # noqa: E402
 from common.config import AwsSettings  # noqa: E402
 from s3svc.config import GIB, MIB  # noqa: E402
@@ -89,7 +89,6 @@ CONTENT_TYPE = "application/octet-stream"
 QUIET_PCT = 30.0
 # ...measured over windows of this many seconds.
 QUIET_WINDOW = 1.0
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## s3svc upload"
 NOTES = "### Interpretation"
 
@@ -467,23 +466,6 @@ def new_event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]
     return asyncio.new_event_loop
 
 
-def machine_line() -> str:
-    """nproc, CPU model, RAM, Python and OS: where the numbers were measured."""
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kib = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kib = int(line.split()[1])
-    return (
-        f"{os.cpu_count()} CPUs ({model}), {mem_kib / 1024**2:.1f} GiB RAM, "
-        f"Python {platform.python_version()} on {platform.system()} {platform.release()}"
-    )
-
-
 def base_env() -> dict[str, str]:
     """This environment without the developer's AWS settings, with credentials moto accepts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -631,30 +613,6 @@ def report(bench: Bench, runs: list[Run], rss: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    """Replace (or add) this benchmark's section of RESULTS.md, leaving other sections alone.
-
-    A hand-written subsection whose heading starts ``### Interpretation``, already in the
-    section, is kept after the new measurements (its heading says which run it was written for).
-    """
-    text = (
-        RESULTS.read_text()
-        if RESULTS.exists()
-        else f"# Benchmark results\n\nMachine: {machine_line()}\n"
-    )
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    found = pattern.search(text)
-    notes = ""
-    if found and (at := found.group(0).find(f"\n{NOTES}")) != -1:
-        notes = "\n" + found.group(0)[at + 1 :].strip() + "\n"
-    section = f"{SECTION}\n\n{body.strip()}\n{notes}"
-    if found:
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 def log_run(label: str, r: Run) -> None:
     """One progress line on stderr."""
     complete = f" complete {r.complete_s:.2f} s" if r.complete_s is not None else ""
@@ -765,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             body = runner.run(run(args, Path(tmp), command))
     print(f"{SECTION}\n\n{body}")
     if args.write:
-        write_section(body)
+        write_section(SECTION, body, keep=NOTES)
         print(f"\n(written to {RESULTS.relative_to(ROOT)})", file=sys.stderr)
     return 0
 
