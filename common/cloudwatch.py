@@ -189,8 +189,8 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler, EventHandler):
                 deadline = time.monotonic() + send_interval
 
     def queued(self) -> int:
-        """Lines waiting to be sent."""
-        return sum(len(q.queue) for q in self.queues.values())
+        """Lines waiting to be sent (the handler has one stream, so one queue)."""
+        return len(self._queue)
 
 
 def _hold_back_events(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
