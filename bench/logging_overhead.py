@@ -1,14 +1,18 @@
 """Logging and metrics overhead: requests/s of ``/health`` and ``/sqs/send`` with logging off and on.
 
-One run, one moto server, three ``python -m sqssvc`` processes that differ only in their logging
-settings, all alive for the whole run:
+One run, one moto server, up to four ``python -m sqssvc`` processes that differ only in their
+logging settings, all alive for the whole run:
 
 - ``off``: ``LOG_LEVEL=warning METRICS_ENABLED=false``: no access line, no ``batch_sent`` line, no
   EMF (the middleware asks the logger first and skips building the line);
 - ``stdout``: the defaults: one JSON access line per request with its EMF fields, and a
   ``batch_sent`` line per SendMessageBatch call;
 - ``stdout+cw``: the defaults plus ``CLOUDWATCH_LOG_GROUP``: every line also goes through watchtower
-  (its own thread, default ``CLOUDWATCH_SEND_INTERVAL``) to moto's CloudWatch Logs.
+  (its own thread, default ``CLOUDWATCH_SEND_INTERVAL``) to moto's CloudWatch Logs;
+- ``stdout+cw-stand-in`` (``/health`` only): the same, but ``AWS_ENDPOINT_URL`` is a stand-in
+  (this script, ``stand-in`` mode, its own process) that reads each request body, counts its
+  events and answers ``{}``: our copy's cost without moto's ingest, which on this 2-core machine
+  competes with the service and the load generator for the same cores.
 
 Each service's stdout (and stderr) goes to a regular file on disk, as a container log driver would
 consume it: not a pipe, not /dev/null. Both endpoints are served by the same process: ``/health``
@@ -41,9 +45,11 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +74,7 @@ from bench.sqs import (  # noqa: E402
 )
 from common.aws import open_client  # noqa: E402
 from common.config import AwsSettings  # noqa: E402
-from tests.procs import ServiceProcess, rss_kib  # noqa: E402
+from tests.procs import ServiceProcess, free_port, rss_kib  # noqa: E402
 
 REGION = "us-east-1"
 QUEUE = "bench-logging-overhead"
@@ -89,6 +95,11 @@ class Setting:
     name: str
     label: str
     env: dict[str, str]
+    # Its AWS endpoint is the CloudWatch stand-in, not moto: only for endpoints that need no
+    # other AWS service.
+    stand_in: bool = False
+    # Measured for the issue's target (a diagnostic setting is not).
+    target: bool = True
 
 
 SETTINGS = (
@@ -109,6 +120,15 @@ SETTINGS = (
         "CloudWatch Logs (`CLOUDWATCH_SEND_INTERVAL` default: 2 s); EMF on the CloudWatch copy",
         {"CLOUDWATCH_LOG_GROUP": LOG_GROUP},
     ),
+    Setting(
+        "stdout+cw-stand-in",
+        "as `stdout+cw`, but CloudWatch Logs is a stand-in (its own process) that reads each "
+        "PutLogEvents body, counts its events and answers `{}`: our copy's cost without moto's "
+        "ingest (`/health` only: the stand-in speaks no SQS; a diagnostic, not a target)",
+        {"CLOUDWATCH_LOG_GROUP": LOG_GROUP},
+        stand_in=True,
+        target=False,
+    ),
 )
 
 
@@ -120,10 +140,12 @@ class Endpoint:
     method: str
     path: str
     body: str | None
+    # Served without any AWS call (so the CloudWatch stand-in can be its only AWS endpoint).
+    local: bool = False
 
 
 ENDPOINTS = (
-    Endpoint("/health", "GET", "/health", None),
+    Endpoint("/health", "GET", "/health", None, local=True),
     Endpoint("/sqs/send", "POST", "/sqs/send", SEND_BODY),
 )
 
@@ -239,6 +261,67 @@ def worker_main(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# The CloudWatch Logs stand-in (its own process)
+
+
+def stand_in_main(argv: list[str]) -> int:
+    """``stand-in`` mode: answer every AWS request with ``{}`` after reading its body; ``GET
+    /events`` tells how many log events the PutLogEvents bodies held."""
+    from aiohttp import web
+
+    p = argparse.ArgumentParser(prog="logging_overhead.py stand-in")
+    p.add_argument("--port", type=int, required=True)
+    a = p.parse_args(argv)
+    events = 0
+
+    async def any_call(request: web.Request) -> web.Response:
+        nonlocal events
+        body = await request.read()
+        if request.headers.get("X-Amz-Target", "").endswith(".PutLogEvents"):
+            # Every event has exactly one "timestamp" key; counting is cheap, parsing is not.
+            events += body.count(b'"timestamp":')
+        return web.Response(body=b"{}", content_type="application/x-amz-json-1.1")
+
+    async def count(_: web.Request) -> web.Response:
+        return web.json_response({"events": events})
+
+    app = web.Application(client_max_size=8 * 1024**2)
+    app.router.add_get("/events", count)
+    app.router.add_route("*", "/{tail:.*}", any_call)
+    web.run_app(app, host="127.0.0.1", port=a.port, print=None, access_log=None)
+    return 0
+
+
+def start_stand_in(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The stand-in as its own process; returns it and its URL once it answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "stand-in", f"--port={port}"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"stand-in exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/events", timeout=1):
+                return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError("the stand-in did not start")
+
+
+def stand_in_events(url: str) -> int:
+    """Log events the stand-in received so far."""
+    with urllib.request.urlopen(url + "/events", timeout=5) as resp:
+        return int(json.load(resp)["events"])
+
+
+# ---------------------------------------------------------------------------------------------
 # The orchestrator
 
 
@@ -265,7 +348,7 @@ async def run_phase(
     phase: Phase,
     svc: ServiceProcess,
     endpoint: Endpoint,
-    moto_pid: int,
+    aws_pid: int,
     args: argparse.Namespace,
 ) -> None:
     """Start a load worker against ``svc``; meter CPU over its measuring window; fill ``phase``."""
@@ -286,7 +369,7 @@ async def run_phase(
     reset_peak_rss(pid)
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
-    meter = CpuMeter({"service": pid, "moto": moto_pid, "load": proc.pid, "bench": os.getpid()})
+    meter = CpuMeter({"service": pid, "aws": aws_pid, "load": proc.pid, "bench": os.getpid()})
     summary: dict[str, Any] = {}
     async for raw in proc.stdout:
         line = raw.decode().strip()
@@ -356,32 +439,45 @@ def selected(args: argparse.Namespace) -> list[Endpoint]:
     return [e for e in ENDPOINTS if not args.endpoint or e.name in args.endpoint]
 
 
-def order(round_no: int) -> tuple[Setting, ...]:
+def settings_for(endpoint: Endpoint) -> tuple[Setting, ...]:
+    """The settings measured for ``endpoint``: the stand-in ones only where no AWS call is made."""
+    return tuple(s for s in SETTINGS if endpoint.local or not s.stand_in)
+
+
+def order(endpoint: Endpoint, round_no: int) -> tuple[Setting, ...]:
     """Setting order of a round: as listed in even rounds, reversed in odd ones."""
-    return SETTINGS if round_no % 2 == 0 else tuple(reversed(SETTINGS))
+    settings = settings_for(endpoint)
+    return settings if round_no % 2 == 0 else tuple(reversed(settings))
 
 
 async def run(
     args: argparse.Namespace, workdir: Path
-) -> tuple[list[Phase], dict[str, Shipping], int]:
-    """Start moto and the three services, run every phase; the phases, stdout facts, CW events."""
+) -> tuple[list[Phase], dict[str, Shipping], dict[str, int]]:
+    """Start moto, the stand-in and the services, run every phase; the phases, stdout facts and
+    the log events that reached moto and the stand-in."""
     env = base_env(workdir)
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     # PurgeQueue's once-a-minute rule would stop the purger that keeps moto's queue short.
     moto_env = dict(env, MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR="false")
     moto, moto_url = start_moto(moto_env, workdir / "moto.log")
+    stand_in: subprocess.Popen[bytes] | None = None
+    stand_in_url = ""
     phases: list[Phase] = []
     shipping: dict[str, Shipping] = {}
-    events = -1
+    events: dict[str, int] = {}
     services: dict[str, ServiceProcess] = {}
     aws = AwsSettings(region=REGION, endpoint_url=moto_url)
+    wanted = {s.name: s for e in selected(args) for s in settings_for(e)}
     try:
+        if any(s.stand_in for s in wanted.values()):
+            stand_in, stand_in_url = start_stand_in(env, workdir / "stand-in.log")
         async with open_client("sqs", aws) as sqs, open_client("logs", aws) as logs:
             queue_url = (await sqs.create_queue(QueueName=QUEUE))["QueueUrl"]
             await logs.create_log_group(logGroupName=LOG_GROUP)
-            for s in SETTINGS:
+            for s in wanted.values():
+                endpoint_url = stand_in_url if s.stand_in else moto_url
                 svc_env = dict(
-                    env, QUEUE_URL=queue_url, AWS_ENDPOINT_URL=moto_url, AWS_REGION=REGION
+                    env, QUEUE_URL=queue_url, AWS_ENDPOINT_URL=endpoint_url, AWS_REGION=REGION
                 )
                 svc_env.update(s.env)
                 svc = ServiceProcess("sqssvc", svc_env, workdir / f"sqssvc-{s.name}.log")
@@ -389,7 +485,7 @@ async def run(
                 await asyncio.to_thread(svc.start)
             for round_no in range(args.rounds):
                 for endpoint in selected(args):
-                    for s in order(round_no):
+                    for s in order(endpoint, round_no):
                         await sqs.purge_queue(QueueUrl=queue_url)
                         waited = await wait_quiet(args.quiet_pct, args.quiet_wait)
                         phase = Phase(endpoint.name, s.name, round_no)
@@ -400,19 +496,20 @@ async def run(
                             purger = asyncio.create_task(
                                 purge_loop(sqs, queue_url, args.purge_every, stop)
                             )
+                        aws_pid = stand_in.pid if s.stand_in and stand_in else moto.pid
                         try:
-                            await run_phase(phase, services[s.name], endpoint, moto.pid, args)
+                            await run_phase(phase, services[s.name], endpoint, aws_pid, args)
                         finally:
                             stop.set()
                             if purger is not None:
                                 await purger
                         phases.append(phase)
                         print(
-                            f"round {round_no + 1} {endpoint.name:10} {s.name:9}: "
+                            f"round {round_no + 1} {endpoint.name:10} {s.name:18}: "
                             f"{phase.rate:6.0f} req/s p50 {phase.p50_ms:5.1f} ms "
                             f"p99 {phase.p99_ms:5.1f} ms CPU service "
                             f"{phase.cpu.get('service', 0):3.0f}% load "
-                            f"{phase.cpu.get('load', 0):3.0f}% moto {phase.cpu.get('moto', 0):3.0f}% "
+                            f"{phase.cpu.get('load', 0):3.0f}% aws {phase.cpu.get('aws', 0):3.0f}% "
                             f"({phase.service_cpu_us:4.0f} µs/req) errors {phase.errors} "
                             f"(waited {waited:.1f} s for quiet)",
                             file=sys.stderr,
@@ -421,13 +518,18 @@ async def run(
                 await asyncio.to_thread(svc.stop)
                 shipping[name] = read_stdout(svc.log_path)
             with contextlib.suppress(Exception):
-                events = await cloudwatch_events(logs, LOG_GROUP)
+                events["moto"] = await cloudwatch_events(logs, LOG_GROUP)
+            if stand_in is not None:
+                with contextlib.suppress(Exception):
+                    events["the stand-in"] = await asyncio.to_thread(stand_in_events, stand_in_url)
             await sqs.delete_queue(QueueUrl=queue_url)
     finally:
         for svc in services.values():
             svc.stop()
-        moto.terminate()
-        moto.wait(10)
+        for proc in (moto, stand_in):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
     return phases, shipping, events
 
 
@@ -443,12 +545,13 @@ def median(values: list[float]) -> float:
 def report(
     phases: list[Phase],
     shipping: dict[str, Shipping],
-    events: int,
+    events: dict[str, int],
     args: argparse.Namespace,
 ) -> tuple[str, list[tuple[str, str, float, bool]]]:
     """The Markdown tables, and per (endpoint, on-setting) the ratio and whether it met the target."""
     lines = [
-        f"Three `python -m sqssvc` processes, alive for the whole run, differ only in logging; "
+        f"Up to four `python -m sqssvc` processes, alive for the whole run, differ only in "
+        f"logging; "
         f"each one's stdout goes to a regular file on disk (not /dev/null: writing a line is part "
         f"of its cost). "
         f"A separate load process runs {args.concurrency} aiohttp clients on keep-alive "
@@ -457,7 +560,8 @@ def report(
         f"medians of the rounds. `/sqs/send` posts a small JSON message; SendMessageBatch goes "
         f"to moto (its own process, no added latency), the queue purged every "
         f"{args.purge_every:g} s. CPU = % of one core over the window (others: the rest of the "
-        f"machine, i.e. the two idle services, kernel network work and anything else running); "
+        f"machine, i.e. the idle services, kernel network work and anything else running); "
+        f"CPU AWS = moto's, or the stand-in's in the stand-in's phases; "
         f"CPU/req = service CPU "
         f"time per request; peak RSS = the service's VmHWM, reset before each phase (max over "
         f"rounds). Ratio = median over rounds of (req/s of the setting / req/s of `off` in the "
@@ -468,14 +572,14 @@ def report(
         *[f"- `{s.name}`: {s.label}." for s in SETTINGS],
         "",
         "| endpoint | logging | req/s | ratio | p50 ms | p99 ms | CPU service "
-        "| CPU/req µs | CPU load gen | CPU moto | CPU others | peak RSS MiB | errors |",
+        "| CPU/req µs | CPU load gen | CPU AWS | CPU others | peak RSS MiB | errors |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     checks: list[tuple[str, str, float, bool]] = []
     for endpoint in selected(args):
         base = [p for p in phases if p.endpoint == endpoint.name and p.setting == "off"]
         base_by_round = {p.round: p.rate for p in base}
-        for s in SETTINGS:
+        for s in settings_for(endpoint):
             ps = [p for p in phases if p.endpoint == endpoint.name and p.setting == s.name]
             rate = median([p.rate for p in ps])
             if s.name == "off":
@@ -485,14 +589,15 @@ def report(
                 ratio = median(rounds)
                 per_round = ", ".join(f"{r:.2f}" for r in rounds)
                 ratio_txt = f"**{ratio:.2f}** [{per_round}]"
-                checks.append((endpoint.name, s.name, ratio, ratio >= TARGET))
+                if s.target:
+                    checks.append((endpoint.name, s.name, ratio, ratio >= TARGET))
             lines.append(
                 f"| `{endpoint.name}` | {s.name} | {rate:.0f} | {ratio_txt} | "
                 f"{median([p.p50_ms for p in ps]):.1f} | {median([p.p99_ms for p in ps]):.1f} | "
                 f"{median([p.cpu.get('service', 0.0) for p in ps]):.0f}% | "
                 f"{median([p.service_cpu_us for p in ps]):.0f} | "
                 f"{median([p.cpu.get('load', 0.0) for p in ps]):.0f}% | "
-                f"{median([p.cpu.get('moto', 0.0) for p in ps]):.0f}% | "
+                f"{median([p.cpu.get('aws', 0.0) for p in ps]):.0f}% | "
                 f"{median([p.cpu.get('others', 0.0) for p in ps]):.0f}% | "
                 f"{max(p.peak_rss_kib for p in ps) / 1024:.1f} | "
                 f"{sum(p.errors for p in ps)} |"
@@ -517,14 +622,18 @@ def report(
                     if p.endpoint == endpoint.name and p.setting == s.name
                 ]
             )
-            for s in SETTINGS
+            for s in settings_for(endpoint)
         }
-        costs.append(
+        cost = (
             f"`{endpoint.name}` {cpu['off']:.0f} µs off, {cpu['stdout'] - cpu['off']:+.0f} µs "
             f"with the stdout line(s), {cpu['stdout+cw'] - cpu['off']:+.0f} µs with stdout + "
-            f"CloudWatch (as ratios off / on: {cpu['off'] / cpu['stdout']:.2f} and "
-            f"{cpu['off'] / cpu['stdout+cw']:.2f})"
+            f"CloudWatch"
         )
+        if "stdout+cw-stand-in" in cpu:
+            cost += f" ({cpu['stdout+cw-stand-in'] - cpu['off']:+.0f} µs shipping to the stand-in)"
+        cost += f" (as ratios off / on: {cpu['off'] / cpu['stdout']:.2f} and "
+        cost += f"{cpu['off'] / cpu['stdout+cw']:.2f})"
+        costs.append(cost)
         off_cpu = median(
             [
                 p.cpu.get("service", 0.0)
@@ -545,7 +654,7 @@ def report(
             "",
             "Bottleneck: in `off`, the service used "
             + " and ".join(bottlenecks)
-            + ": another process (the load generator or moto, see their columns) set those "
+            + ": another process (the load generator or the AWS endpoint, see their columns) set those "
             "req/s, so a req/s ratio there is higher than the matching ratio of service CPU "
             "per request.",
         ]
@@ -572,8 +681,7 @@ def report(
                 f"{sh.closed.get('undelivered')} undelivered at shutdown"
             )
         facts.append(fact)
-    if events >= 0:
-        facts.append(f"moto's CloudWatch Logs held {events} events of the group afterwards")
+    facts += [f"{where} received {n} log events of the group" for where, n in events.items()]
     if facts:
         lines += ["", "Whole run, warm-ups included: " + "; ".join(facts) + "."]
     return "\n".join(lines), checks
@@ -584,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"]:
         return worker_main(argv[1:])
+    if argv[:1] == ["stand-in"]:
+        return stand_in_main(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--concurrency", type=int, default=32, help="clients (32)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per phase (5)")
