@@ -69,6 +69,7 @@ from bench.sqs import (  # noqa: E402
     CpuMeter,
     base_env,
     purge_loop,
+    start_http,
     start_moto,
     wait_quiet,
 )
@@ -295,24 +296,8 @@ def stand_in_main(argv: list[str]) -> int:
 def start_stand_in(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """The stand-in as its own process; returns it and its URL once it answers."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "stand-in", f"--port={port}"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"stand-in exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/events", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError("the stand-in did not start")
+    argv = [sys.executable, str(SCRIPT), "stand-in", f"--port={port}"]
+    return start_http(argv, port, env, log, "/events", "the stand-in")
 
 
 def stand_in_events(url: str) -> int:

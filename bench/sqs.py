@@ -144,27 +144,31 @@ def base_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def start_moto(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """moto as its own process; returns it and its URL once it answers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+def start_http(
+    argv: list[str], port: int, env: dict[str, str], log: Path, probe: str, name: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``argv`` (an HTTP server on ``port``) as its own process; return it and its URL once
+    ``probe`` answers."""
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=1):
+            with urllib.request.urlopen(url + probe, timeout=1):
                 return proc, url
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise TimeoutError("moto did not start")
+    raise TimeoutError(f"{name} did not start")
+
+
+def start_moto(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto as its own process; returns it and its URL once it answers."""
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return start_http(argv, port, env, log, "/moto-api/", "moto")
 
 
 async def wait_quiet(limit_pct: float, max_wait: float) -> float:
