@@ -44,7 +44,7 @@ ENV_API_KEYS = "API_KEYS_SHA256"
 ENV_BODY_TIMEOUT = "BODY_IDLE_TIMEOUT"
 ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
-_BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+\Z")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

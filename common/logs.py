@@ -27,7 +27,7 @@ from common.aws import aws_error_code, open_client
 from common.config import ENV_CW_GROUP, AwsSettings, ConfigError, EnvReader, read_aws
 from common.queries import QUERIES, Query
 
-_SINCE = re.compile(r"^(\d+)([smhd])$")
+_SINCE = re.compile(r"^(\d+)([smhd])\Z", re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 POLL_SECONDS = 0.5
 QUERY_TIMEOUT = 120.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import re
 import signal
 import sys
@@ -42,7 +43,7 @@ access_log = DirectLogger("common.web")
 REQUEST_ID_HEADER = "X-Request-ID"
 TRACE_HEADER = "X-Amzn-Trace-Id"
 # A caller-supplied id is echoed into headers and logs: accept only a safe, bounded alphabet.
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}\Z")
 _TRACE_ROOT_RE = re.compile(r"(?:^|;)\s*Root=([A-Za-z0-9-]{1,64})")
 
 
@@ -133,10 +134,17 @@ CLIENT_CLOSED = 499
 def json_response(
     data: Any, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    """A JSON response serialised with orjson."""
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
+    """A JSON response serialised with orjson.
+
+    A string orjson refuses (a lone surrogate, e.g. from a ``\\ud800`` escape in a JSON key that
+    an error names) is written as a ``\\u`` escape by the standard library instead: an answer
+    must never turn into aiohttp's plain-text 500.
+    """
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        body = json.dumps(data, ensure_ascii=True, default=str).encode()
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 def error_response(

@@ -47,7 +47,7 @@ MAX_FIELD_NAME = 200
 # before deciding early that a body is too large.
 FRAMING_ALLOWANCE = 16 * 1024
 _MEDIA_TYPE_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
 )
 READY_CACHE_SECONDS = 5.0
 

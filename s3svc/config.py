@@ -28,8 +28,8 @@ MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * GIB
 MAX_PARTS = 10_000
 
-_PREFIX_RE = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*$")
-_TYPE_PATTERN_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
+_PREFIX_RE = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*\Z")
+_TYPE_PATTERN_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,10 +74,32 @@ async def send(request: web.Request) -> web.Response:
     return json_response(result.as_json() | {"request_id": request[REQUEST_ID]})
 
 
-async def send_batch(request: web.Request) -> web.Response:
-    """Send up to MAX_BATCH_MESSAGES messages; 200 if all were stored, else 207 per item.
+def none_sent(
+    errors: list[ServiceError], total: int, retry_after: int | None, details: dict[str, Any]
+) -> ServiceError | None:
+    """The error that answers a ``/send-batch`` request when none of its ``total`` messages was
+    stored (None when some were): never a 2xx.
 
-    When none was stored and all failed alike, the answer is that failure's own status (e.g. 503
+    Failures of different kinds answer with the most severe one: a 5xx tells the client to retry,
+    and ``details`` (every item's result) tells which items would fail again.
+    """
+    if not errors or len(errors) < total:
+        return None
+    worst = max(errors, key=lambda e: e.status)
+    mixed = "" if len({e.status for e in errors}) == 1 else " (and other failures)"
+    return ServiceError(
+        f"none of the {total} messages was sent: {worst.message}{mixed}",
+        code=worst.code,
+        status=worst.status,
+        retry_after=retry_after,
+        details=details,
+    )
+
+
+async def send_batch(request: web.Request) -> web.Response:
+    """Send up to MAX_BATCH_MESSAGES messages; 200 if all were stored, 207 if some were.
+
+    When none was stored, the answer is the most severe failure's own status and code (e.g. 503
     with Retry-After), still listing every item.
     """
     batcher = _batcher(request)
@@ -107,15 +129,9 @@ async def send_batch(request: web.Request) -> web.Response:
     add_metric(request, "MessagesSent", len(messages) - len(errors))
     summary = {"succeeded": len(messages) - len(errors), "failed": len(errors)}
     retry_after = max((e.retry_after or 0 for e in errors), default=0) or None
-    if errors and len(errors) == len(messages) and len({e.status for e in errors}) == 1:
-        first = errors[0]
-        raise ServiceError(
-            f"none of the {len(messages)} messages was sent: {first.message}",
-            code=first.code,
-            status=first.status,
-            retry_after=retry_after,
-            details={"results": results, **summary},
-        )
+    failure = none_sent(errors, len(messages), retry_after, {"results": results, **summary})
+    if failure is not None:
+        raise failure
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return json_response(
         {"results": results, **summary, "request_id": request[REQUEST_ID]},

@@ -52,7 +52,7 @@ SQS_BATCH_LIMIT = 10
 SQS_MAX_MESSAGE_BYTES = MIB
 SQS_MAX_BATCH_BYTES = MIB
 
-_QUEUE_URL_RE = re.compile(r"^https?://[^\s/]+(/[^\s/]+)*/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+_QUEUE_URL_RE = re.compile(r"^https?://[^\s/]+(/[^\s/]+)*/[A-Za-z0-9_-]{1,80}(\.fifo)?\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,10 +45,13 @@ MAX_ID_LENGTH = 128
 # #xE000-#xFFFD #x10000-#x10FFFF. Anything else (NUL, other C0 controls, lone surrogates,
 # U+FFFE/U+FFFF) is refused by SQS, so we refuse it first with a clearer message.
 _FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_ATTR_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_ATTR_TYPE = re.compile(r"^(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?$")
+_ATTR_NAME = re.compile(r"^[A-Za-z0-9_.-]+\Z")
+_ATTR_TYPE = re.compile(r"^(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?\Z")
 # MessageGroupId / MessageDeduplicationId: 1-128 of alphanumerics and ASCII punctuation.
-_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
+_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}\Z")
+# A Number attribute's text: ASCII digits in decimal or exponent notation. Decimal() alone would
+# also take "1_000", non-ASCII digits and "Infinity", which SQS refuses.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _JSON_TYPES = ("application/json",)
 
 
@@ -160,7 +163,7 @@ def _number_text(value: Any, where: str) -> str:
     if isinstance(value, bool) or not text:
         raise _invalid("invalid_attribute_value", "a Number attribute needs a numeric value", where)
     try:
-        number = Decimal(text)
+        number = Decimal(text) if _NUMBER.fullmatch(text) else Decimal("NaN")
     except InvalidOperation:
         number = Decimal("NaN")
     if not number.is_finite():

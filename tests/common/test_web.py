@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from common.config import AwsSettings
-from common.errors import Unavailable
+from common.errors import ServiceError, Unavailable
 from common.web import create_base_app
 from tests.conftest import common_settings
 
@@ -38,10 +38,33 @@ def make_app(readiness: Any = ready) -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         return web.json_response(await request.json())
 
+    async def unencodable(_: web.Request) -> web.Response:
+        # What a validator does when it names a JSON key that was a lone surrogate escape.
+        raise ServiceError(
+            "unknown field '\\ud800'",
+            code="unknown_field",
+            status=422,
+            details={"field": "$.\ud800"},
+        )
+
     app.router.add_get("/demo/boom", boom)
+    app.router.add_get("/demo/unencodable", unencodable)
     app.router.add_get("/demo/busy", busy)
     app.router.add_post("/demo/echo", echo)
     return app
+
+
+async def test_error_naming_a_lone_surrogate_is_still_json(
+    aiohttp_client: Callable[..., Any],
+) -> None:
+    """orjson refuses a lone surrogate; the answer is still the JSON error shape, escaped."""
+    client = await aiohttp_client(make_app())
+    resp = await client.get("/demo/unencodable")
+    assert resp.status == 422
+    assert resp.content_type == "application/json"
+    body = json.loads(await resp.read())
+    assert (body["error"], body["field"]) == ("unknown_field", "$.\ud800")
+    assert body["request_id"] == resp.headers["X-Request-ID"]
 
 
 async def test_request_id_is_taken_from_header(aiohttp_client: Callable[..., Any]) -> None:

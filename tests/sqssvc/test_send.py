@@ -14,7 +14,9 @@ from typing import Any
 import aiohttp
 
 from common.config import AwsSettings
+from common.errors import ServiceError, Unavailable
 from common.web import SHUTTING_DOWN
+from sqssvc.app import none_sent
 from tests.faultproxy import Call, Fault, fault_proxy
 from tests.sqssvc.conftest import Client, QueueFactory, consuming, drain
 
@@ -138,6 +140,29 @@ async def test_send_batch_partial_failure_is_207(
         "InvalidParameterValue",
     )
     assert [m["Body"] for m in await drain(sqs, url)] == ["one", "three"]
+
+
+def test_send_batch_with_nothing_stored_is_never_2xx() -> None:
+    """None stored: the most severe failure answers, whether the failures were alike or not.
+
+    Our own logic, tested directly: one request whose items fail in different ways (SQS refusing
+    one entry, the retries of another running out) needs failures moto cannot be made to mix.
+    """
+    rejected = ServiceError("SQS refused it", code="message_rejected", status=422)
+    down = Unavailable("SQS failed after retries", code="backend_unavailable", retry_after=2)
+    details = {"results": ["…"], "succeeded": 0, "failed": 2}
+    assert none_sent([rejected], 2, None, details) is None  # one was stored: 207
+
+    alike = none_sent([rejected, rejected], 2, None, details)
+    assert alike is not None
+    assert (alike.status, alike.code) == (422, "message_rejected")
+    assert "other failures" not in alike.message
+
+    mixed = none_sent([rejected, down], 2, 2, details)
+    assert mixed is not None
+    assert (mixed.status, mixed.code, mixed.retry_after) == (503, "backend_unavailable", 2)
+    assert mixed.message.endswith("(and other failures)")
+    assert mixed.details == details
 
 
 async def test_fifo_sends_keep_group_order(

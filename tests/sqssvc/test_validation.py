@@ -172,6 +172,46 @@ STANDARD_CASES: list[tuple[str, Any, int, str]] = [
         "deduplication_id_not_allowed",
     ),
     ("group id too long", {"message": "x", "group_id": "g" * 129}, 422, "invalid_group_id"),
+    # A regex "$" also matches before a final newline; these must not slip through that way.
+    (
+        "name with a trailing newline",
+        {"message": "x", "attributes": {"a\n": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
+    (
+        "type with a trailing newline",
+        {"message": "x", "attributes": {"a": {"type": "String\n", "value": "v"}}},
+        422,
+        "invalid_attribute_type",
+    ),
+    (
+        "group id with a trailing newline",
+        {"message": "x", "group_id": "g\n"},
+        422,
+        "invalid_group_id",
+    ),
+    # Decimal() reads these; SQS does not.
+    (
+        "Number with underscores",
+        {"message": "x", "attributes": {"a": {"type": "Number", "value": "1_000"}}},
+        422,
+        "invalid_attribute_value",
+    ),
+    (
+        "Number in non-ASCII digits",
+        {"message": "x", "attributes": {"a": {"type": "Number", "value": "\u0661\u0662"}}},
+        422,
+        "invalid_attribute_value",
+    ),
+    # Names an error must quote, though no UTF-8 encoder can write them as they are.
+    ("unknown field: a lone surrogate", {"message": "x", "\ud800": 1}, 422, "unknown_field"),
+    (
+        "attribute name: a lone surrogate",
+        {"message": "x", "attributes": {"a\udc00": "v"}},
+        422,
+        "invalid_attribute_name",
+    ),
 ]
 
 FIFO_CASES: list[tuple[str, Any, int, str]] = [
@@ -184,6 +224,12 @@ FIFO_CASES: list[tuple[str, Any, int, str]] = [
     ),
     ("group id with space", {"message": "x", "group_id": "a b"}, 422, "invalid_group_id"),
     ("group id non-ASCII", {"message": "x", "group_id": "grüße"}, 422, "invalid_group_id"),
+    (
+        "deduplication id with a trailing newline",
+        {"message": "x", "group_id": "g", "deduplication_id": "d\n"},
+        422,
+        "invalid_deduplication_id",
+    ),
     (
         "deduplication id too long",
         {"message": "x", "group_id": "g", "deduplication_id": "d" * 129},
@@ -341,6 +387,21 @@ def test_allowed_edge_characters_pass() -> None:
     limits = Limits(fifo=False, max_message_bytes=MIB)
     text = "\t\n\r \ud7ff\ue000\ufffd\U0001f600\U0010ffff"
     assert parse_message({"message": text}, limits).body == text
+
+
+def test_number_notations_sqs_accepts_pass() -> None:
+    """Signs, a bare fraction, exponents and JSON numbers are Numbers; the text is kept as given."""
+    limits = Limits(fifo=False, max_message_bytes=MIB)
+    values: list[Any] = ["-1.5", "+3", ".5", "1.", "1e5", "2.5E-3", 42, 2.5]
+    m = parse_message(
+        {
+            "message": "x",
+            "attributes": {f"n{i}": {"type": "Number", "value": v} for i, v in enumerate(values)},
+        },
+        limits,
+    )
+    assert [a["DataType"] for a in m.attributes.values()] == ["Number"] * len(values)
+    assert [a["StringValue"] for a in m.attributes.values()] == [str(v) for v in values]
 
 
 def test_group_id_is_allowed_on_standard_queues() -> None:
