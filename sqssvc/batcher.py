@@ -380,6 +380,21 @@ class Batcher:
                 self._call_failed(batch, exc)
             else:
                 self._resolve(batch, response)
+        except Exception:
+            # A fault of ours while handling the answer must not leave callers waiting forever.
+            # SQS may have stored some of these messages, so the caller hears exactly that.
+            log.exception("batch_handling_failed", entries=len(batch))
+            for entry in batch:
+                if not entry.future.done():
+                    self._fail(
+                        entry,
+                        ServiceError(
+                            "internal error while confirming the send: the message may or may "
+                            "not be stored; retrying may store it twice",
+                            code="internal_error",
+                            status=500,
+                        ),
+                    )
         finally:
             # Retries took their own hold on their groups before this release; the next pump
             # runs from _finished, once this batch no longer occupies a slot.

@@ -432,3 +432,24 @@ async def test_close_timeout_fails_what_is_left() -> None:
         assert isinstance(r, ServiceError)
         assert r.code == "shutting_down"
     assert fake.stored == []
+
+
+async def test_a_fault_while_handling_the_answer_fails_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug of ours after SQS answered still answers every caller (500: maybe stored), and
+    the batcher goes on sending."""
+    fake = FakeSqs()
+    b = batcher(fake)
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(b, "_resolve", broken)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(b.send(msg("a")), b.send(msg("b")), return_exceptions=True), 10
+    )
+    assert [(type(o), getattr(o, "status", None)) for o in outcomes] == [(ServiceError, 500)] * 2
+    assert all("may or may not be stored" in str(o) for o in outcomes)
+    monkeypatch.undo()
+    assert isinstance(await b.send(msg("c")), SendResult)
