@@ -360,21 +360,24 @@ class Uploader:
         tasks: list[asyncio.Task[dict[str, Any]]] = []
 
         async def send(number: int, block: io.BytesIO) -> dict[str, Any]:
-            try:
-                checksum = _b64(await asyncio.to_thread(_sha256, block))
-                resp = await self.client.upload_part(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=block,
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=checksum,
-                )
-                return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
-            finally:
-                slots.release()
-                self.budget.release(part_size)
+            checksum = _b64(await asyncio.to_thread(_sha256, block))
+            resp = await self.client.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=block,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            )
+            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+
+        def sent(_: asyncio.Task[dict[str, Any]]) -> None:
+            # A done callback, not a ``finally`` in send(): a task cancelled before it ever ran
+            # (the upload failed right after dispatching it) runs no finally, and its slot and
+            # reservation would be lost to the process for good.
+            slots.release()
+            self.budget.release(part_size)
 
         def failed() -> BaseException | None:
             for t in tasks:
@@ -396,7 +399,9 @@ class Uploader:
                 raise PayloadTooLarge(
                     f"file needs more than {MAX_PARTS} parts", code="upload_too_large"
                 )
-            tasks.append(asyncio.create_task(send(number, block)))
+            task = asyncio.create_task(send(number, block))
+            task.add_done_callback(sent)
+            tasks.append(task)
 
         try:
             await dispatch(first)

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from s3svc.app import create_app
+from s3svc.app import UPLOADER, create_app
 from s3svc.config import MIB, S3Settings
 from tests.conftest import open_uploads, through
 from tests.faultproxy import Call, Fault, fault_proxy
@@ -124,6 +124,41 @@ async def test_s3_failing_mid_upload_gives_json_5xx_and_aborts(
         assert "CompleteMultipartUpload" not in ops
     assert await open_uploads(s3, bucket) == []
     assert (await s3.list_objects_v2(Bucket=bucket)).get("KeyCount") == 0
+
+
+async def test_failed_uploads_give_back_their_memory_budget(
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    moto_url: str,
+    s3: Any,
+    bucket: str,
+) -> None:
+    """A part failing while the next one was just dispatched returns every reservation: after
+    more failed uploads than the budget has parts, S3 recovers and an upload goes through."""
+    failing = True
+
+    def rule(call: Call) -> Fault | None:
+        if failing and call.s3_operation == "UploadPart" and (call.part_number or 0) >= 2:
+            return Fault(status=403, code="AccessDenied")
+        return None
+
+    async with fault_proxy(moto_url, rule) as proxy:
+        settings = through(make_s3_settings(memory_budget=3 * PART), proxy.url, max_attempts=1)
+        app = create_app(settings)
+        client = await aiohttp_client(app)
+        for _ in range(4):
+            data = aiohttp.FormData()
+            data.add_field("file", os.urandom(6 * PART), filename="f.bin")
+            # A lost reservation makes a later upload wait for ever: fail instead of hanging.
+            resp = await asyncio.wait_for(client.post("/s3/upload", data=data), 60)
+            assert resp.status == 502, await resp.text()
+        assert app[UPLOADER].budget.used == 0
+        failing = False
+        data = aiohttp.FormData()
+        data.add_field("file", os.urandom(2 * PART), filename="ok.bin")
+        resp = await asyncio.wait_for(client.post("/s3/upload", data=data), 60)
+        assert resp.status == 201, await resp.text()
+    assert await open_uploads(s3, bucket) == []
 
 
 async def test_single_put_failure_stores_nothing(
