@@ -20,12 +20,12 @@ import io
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader
 from aiohttp.http_exceptions import HttpProcessingError
 
-from common.aws import is_aws_failure, to_service_error
+from common.aws import aws_error_code, is_aws_failure, to_service_error
 from common.errors import BadRequest, PayloadTooLarge
 from common.logging import get_logger
 from common.web import body_read
@@ -33,6 +33,7 @@ from s3svc.config import MAX_PART_SIZE, MAX_PARTS, MIB, S3Settings
 from s3svc.keys import make_key, metadata_filename
 
 log = get_logger("s3svc.upload")
+_F = TypeVar("_F", bound="asyncio.Future[Any]")
 
 # Size of each read from the request body. Large enough to keep per-chunk overhead low, small
 # enough that a block overshoots its reservation by little.
@@ -249,7 +250,12 @@ class Uploader:
         self.client = client
         self.settings = settings
         self.budget = MemoryBudget(settings.memory_budget)
-        self._aborts: set[asyncio.Task[None]] = set()
+        # Work that must end before the S3 client closes: aborts, and creates whose request was
+        # cancelled (S3 may have made the upload anyway).
+        self._aborts: set[asyncio.Future[Any]] = set()
+        # Multipart uploads created and neither completed nor aborted yet: upload id -> (bucket,
+        # key). Whatever is left here at shutdown is aborted by drain().
+        self._open: dict[str, tuple[str, str]] = {}
         self._hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
 
     def close(self) -> None:
@@ -257,12 +263,23 @@ class Uploader:
         self._hash_executor.shutdown(wait=False, cancel_futures=True)
 
     async def drain(self) -> None:
-        """Wait for aborts still running (a cancelled request leaves its abort behind).
+        """Finish every abort, then abort what no request is left to abort.
 
-        Called on shutdown before the S3 client closes, so no multipart upload is orphaned.
+        Called on shutdown before the S3 client closes, so no multipart upload is orphaned:
+        requests cancelled by the shutdown reach their own aborts within a few loop turns; an
+        upload still open after those (its request was cancelled somewhere it could not abort
+        from) is aborted here.
         """
-        if self._aborts:
-            await asyncio.wait(self._aborts, timeout=ABORT_TIMEOUT)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ABORT_TIMEOUT
+        while self._aborts and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._aborts), timeout=left)
+        leftovers = list(self._open.items())
+        await asyncio.gather(
+            *(self._abort_upload(b, k, upload_id, "shutdown") for upload_id, (b, k) in leftovers)
+        )
 
     def _object_args(self, content_type: str, filename: str | None) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -346,16 +363,22 @@ class Uploader:
     ) -> StoredFile:
         # ``first`` arrives holding a reservation of part_size bytes; every block below does too.
         args = self._object_args(content_type, filename)
-        try:
-            created = await self.client.create_multipart_upload(
+        create = asyncio.ensure_future(
+            self.client.create_multipart_upload(
                 Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **args
             )
+        )
+        try:
+            created = await asyncio.shield(create)
         except BaseException as exc:
             self.budget.release(part_size)
+            if isinstance(exc, asyncio.CancelledError):
+                self._abort_once_created(create, bucket, key)
             if is_aws_failure(exc):
                 raise to_service_error(exc, "S3") from exc
             raise
         upload_id: str = created["UploadId"]
+        self._open[upload_id] = (bucket, key)
         slots = asyncio.Semaphore(self.settings.max_inflight_parts)
         tasks: list[asyncio.Task[dict[str, Any]]] = []
 
@@ -430,43 +453,67 @@ class Uploader:
                 IfNoneMatch="*",
             )
         except BaseException as exc:
-            await self._abort(bucket, key, upload_id, tasks, exc)
+            # The abort runs in a task of its own, created before anything is awaited: it
+            # completes even if this request is cancelled again, and drain() waits for it.
+            await asyncio.shield(self._spawn_abort(bucket, key, upload_id, tasks, exc))
             if is_aws_failure(exc):
                 raise to_service_error(exc, "S3") from exc
             raise
+        self._open.pop(upload_id, None)
         return _stored(bucket, key, source, content_type, filename, len(tasks), resp)
 
-    async def _abort(
+    def _spawn_abort(
         self,
         bucket: str,
         key: str,
         upload_id: str,
         tasks: list[asyncio.Task[dict[str, Any]]],
         cause: BaseException,
-    ) -> None:
-        """Cancel outstanding parts and abort the upload, even while being cancelled ourselves."""
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    ) -> asyncio.Task[None]:
+        """A task that cancels the outstanding parts, then aborts the upload."""
 
         async def abort() -> None:
-            try:
-                await asyncio.wait_for(
-                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
-                    ABORT_TIMEOUT,
-                )
-                log.info(
-                    "upload_aborted", reason=type(cause).__name__, key=key, upload_id=upload_id
-                )
-            except Exception:
-                log.exception("abort_failed", key=key, upload_id=upload_id)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._abort_upload(bucket, key, upload_id, type(cause).__name__)
 
-        # A separate task, shielded: the abort completes even if this request is cancelled
-        # again while waiting, and drain() lets shutdown wait for it.
-        task = asyncio.create_task(abort())
-        self._aborts.add(task)
-        task.add_done_callback(self._aborts.discard)
-        await asyncio.shield(task)
+        return self._track(asyncio.create_task(abort()))
+
+    def _abort_once_created(self, create: asyncio.Future[Any], bucket: str, key: str) -> None:
+        """The request was cancelled while CreateMultipartUpload was in flight: S3 may still
+        create the upload, so abort it once its id is known."""
+
+        def created(fut: asyncio.Future[Any]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            upload_id: str = fut.result()["UploadId"]
+            self._open[upload_id] = (bucket, key)
+            self._spawn_abort(bucket, key, upload_id, [], asyncio.CancelledError())
+
+        self._track(create)
+        create.add_done_callback(created)
+
+    def _track(self, fut: _F) -> _F:
+        self._aborts.add(fut)
+        fut.add_done_callback(self._aborts.discard)
+        return fut
+
+    async def _abort_upload(self, bucket: str, key: str, upload_id: str, reason: str) -> None:
+        """AbortMultipartUpload, bounded in time; an upload already gone counts as aborted."""
+        if upload_id not in self._open:
+            return  # aborted already (by its request, or by drain)
+        try:
+            await asyncio.wait_for(
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+                ABORT_TIMEOUT,
+            )
+        except Exception as exc:
+            if aws_error_code(exc) != "NoSuchUpload":
+                log.exception("abort_failed", key=key, upload_id=upload_id)
+                return
+        self._open.pop(upload_id, None)
+        log.info("upload_aborted", reason=reason, key=key, upload_id=upload_id)
 
 
 def _stored(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from common.web import CANCEL_WAIT
 from s3svc.app import UPLOADER, create_app
 from s3svc.config import MIB, S3Settings
 from tests.conftest import open_uploads, through
@@ -158,6 +161,63 @@ async def test_failed_uploads_give_back_their_memory_budget(
         data.add_field("file", os.urandom(2 * PART), filename="ok.bin")
         resp = await asyncio.wait_for(client.post("/s3/upload", data=data), 60)
         assert resp.status == 201, await resp.text()
+    assert await open_uploads(s3, bucket) == []
+
+
+async def shutdown_during_upload(
+    make_s3_settings: Callable[..., S3Settings],
+    moto_url: str,
+    rule: Callable[[Call], Fault | None],
+    reached: Callable[[list[Call]], bool],
+) -> list[str]:
+    """Serve s3svc as serve() does, start an upload, shut down once ``reached(proxy.calls)``
+    (the grace period over: runner.cleanup() is what serve() ends with); the S3 operations."""
+    async with fault_proxy(moto_url, rule) as proxy:
+        settings = through(make_s3_settings(), proxy.url, max_attempts=1, read_timeout=60.0)
+        runner = web.AppRunner(
+            create_app(settings),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=CANCEL_WAIT,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+
+        async def post() -> None:
+            data = aiohttp.FormData()
+            data.add_field("file", os.urandom(2 * PART + 1), filename="f.bin")
+            async with aiohttp.ClientSession() as session:
+                with contextlib.suppress(aiohttp.ClientError):
+                    await session.post(f"http://127.0.0.1:{port}/s3/upload", data=data)
+
+        client = asyncio.create_task(post())
+
+        async def ready() -> bool:
+            return reached(proxy.calls)
+
+        await eventually(ready)
+        await runner.cleanup()
+        await client
+        return [c.s3_operation for c in proxy.calls]
+
+
+async def test_shutdown_cancelling_an_upload_still_aborts_it(
+    make_s3_settings: Callable[..., S3Settings], moto_url: str, s3: Any, bucket: str
+) -> None:
+    """Shutdown cancels a request whose part 2 hangs in S3: the upload is still aborted before
+    the S3 client closes."""
+
+    def rule(call: Call) -> Fault | None:
+        if call.s3_operation == "UploadPart" and (call.part_number or 0) >= 2:
+            return Fault(stall=True)
+        return None
+
+    ops = await shutdown_during_upload(
+        make_s3_settings, moto_url, rule, lambda calls: any(c.part_number == 2 for c in calls)
+    )
+    assert "AbortMultipartUpload" in ops
     assert await open_uploads(s3, bucket) == []
 
 

@@ -1,15 +1,20 @@
-"""Pure pieces of s3svc: the memory budget, key and filename handling, part sizing."""
+"""Pure pieces of s3svc: the memory budget, key and filename handling, part sizing, and the
+uploader's cleanup where timing decides (against a stand-in S3 client: moto cannot be made to
+answer after the caller gave up at a chosen moment)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from s3svc.config import GIB, MIB
+from s3svc.config import GIB, MIB, S3Settings
 from s3svc.keys import make_key, metadata_filename, sanitise_filename
-from s3svc.upload import MemoryBudget, _part_size_for
+from s3svc.upload import MemoryBudget, Uploader, _part_size_for
 
 
 async def test_budget_blocks_until_release() -> None:
@@ -86,3 +91,42 @@ def test_part_size_grows_for_huge_files() -> None:
     grown = _part_size_for(200 * GIB, 8 * MIB)
     assert grown * 10_000 >= 200 * GIB
     assert grown % MIB == 0
+
+
+class LateS3:
+    """Answers CreateMultipartUpload only when ``answer`` is set, and records aborts."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.aborted: list[str] = []
+
+    async def create_multipart_upload(self, **_: Any) -> dict[str, Any]:
+        await self.answer.wait()
+        return {"UploadId": "u-1"}
+
+    async def abort_multipart_upload(self, *, UploadId: str, **_: Any) -> dict[str, Any]:
+        self.aborted.append(UploadId)
+        return {}
+
+
+async def test_request_cancelled_during_create_aborts_what_s3_created(
+    make_s3_settings: Callable[..., S3Settings],
+) -> None:
+    """A request cancelled while CreateMultipartUpload is on its way: S3 creates the upload all
+    the same, and drain() (shutdown) aborts it; the reservation is given back."""
+    s3 = LateS3()
+    uploader = Uploader(s3, make_s3_settings())
+    part_size = 5 * MIB
+    await uploader.budget.acquire(part_size)  # what store() holds for the first block
+    no_source: Any = None  # the body is never read: the request ends before the first part
+    request = asyncio.create_task(
+        uploader._multipart("b", "k", io.BytesIO(b"x"), part_size, no_source, "text/plain", "f")
+    )
+    await asyncio.sleep(0)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert uploader.budget.used == 0
+    s3.answer.set()  # S3 answers after the caller gave up
+    await asyncio.wait_for(uploader.drain(), 5)
+    assert s3.aborted == ["u-1"]
