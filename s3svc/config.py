@@ -32,6 +32,15 @@ _PREFIX_RE = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*\Z")
 _TYPE_PATTERN_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)\Z")
 
 
+def part_size_for(size: int | None, part_size: int) -> int:
+    """The part size for a file of ``size`` bytes: ``part_size``, raised (in whole MiB) when
+    the file would otherwise need more than S3's 10,000 parts."""
+    if size is None or size <= part_size * MAX_PARTS:
+        return part_size
+    needed = -(-size // MAX_PARTS)
+    return min(MAX_PART_SIZE, -(-needed // MIB) * MIB)
+
+
 @dataclass(frozen=True, slots=True)
 class S3Settings:
     """Everything s3svc needs; ``bucket`` None means local-safe mode (uploads answer 503)."""
@@ -78,10 +87,17 @@ class S3Settings:
             env.errors.append(f"{ENV_KMS_KEY} is set but {ENV_SSE} is not aws:kms")
         part_size = env.size(ENV_PART_SIZE, 8 * MIB, lo=MIN_PART_SIZE, hi=MAX_PART_SIZE)
         budget = env.size(ENV_MEMORY_BUDGET, 256 * MIB, lo=MIN_PART_SIZE, hi=64 * GIB)
+        max_upload = env.size(ENV_MAX_UPLOAD, 5 * GIB, lo=1, hi=5 * 1024 * GIB)
         if budget < part_size:
             env.errors.append(
                 f"{ENV_MEMORY_BUDGET}={budget} is smaller than {ENV_PART_SIZE}={part_size}: "
                 "one part must fit in the budget"
+            )
+        elif budget < (largest := part_size_for(max_upload, part_size)):
+            env.errors.append(
+                f"{ENV_MEMORY_BUDGET}={budget} cannot hold one part of the largest upload: "
+                f"{ENV_MAX_UPLOAD}={max_upload} needs parts of {largest} bytes to fit S3's "
+                f"{MAX_PARTS} parts; raise the budget or lower the limit"
             )
         settings = cls(
             common=common,
@@ -90,7 +106,7 @@ class S3Settings:
             part_size=part_size,
             max_inflight_parts=env.integer(ENV_MAX_INFLIGHT, 3, lo=1, hi=64),
             memory_budget=budget,
-            max_upload_bytes=env.size(ENV_MAX_UPLOAD, 5 * GIB, lo=1, hi=5 * 1024 * GIB),
+            max_upload_bytes=max_upload,
             max_files=env.integer(ENV_MAX_FILES, 10, lo=1, hi=1000),
             allowed_content_types=types,
             sse=sse,

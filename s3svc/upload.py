@@ -29,7 +29,7 @@ from common.aws import aws_error_code, is_aws_failure, to_service_error
 from common.errors import BadRequest, PayloadTooLarge
 from common.logging import get_logger
 from common.web import body_read
-from s3svc.config import MAX_PART_SIZE, MAX_PARTS, MIB, S3Settings
+from s3svc.config import MAX_PARTS, S3Settings, part_size_for
 from s3svc.keys import make_key, metadata_filename
 
 log = get_logger("s3svc.upload")
@@ -235,14 +235,6 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _part_size_for(declared: int | None, part_size: int) -> int:
-    """Raise the part size so a file of ``declared`` bytes fits in S3's 10,000 parts."""
-    if declared is None or declared <= part_size * MAX_PARTS:
-        return part_size
-    needed = -(-declared // MAX_PARTS)
-    return min(MAX_PART_SIZE, -(-needed // MIB) * MIB)
-
-
 class Uploader:
     """Stores form-data parts in S3; one per app, shared by all requests."""
 
@@ -304,7 +296,7 @@ class Uploader:
         assert bucket is not None  # the handler refuses uploads in local-safe mode
         key = make_key(self.settings.key_prefix, part.filename)
         source = _Source(part, limit, self.settings.common.body_idle_timeout, self._hash_executor)
-        part_size = _part_size_for(declared_size, self.settings.part_size)
+        part_size = part_size_for(declared_size, self.settings.part_size)
 
         await self.budget.acquire(part_size)
         try:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from s3svc.config import GIB, MIB, S3Settings
+from s3svc.config import GIB, MIB, S3Settings, part_size_for
 from s3svc.keys import make_key, metadata_filename, sanitise_filename
-from s3svc.upload import MemoryBudget, Uploader, _part_size_for
+from s3svc.upload import MemoryBudget, Uploader
 
 
 async def test_budget_blocks_until_release() -> None:
@@ -87,8 +87,8 @@ def test_metadata_filename_is_ascii() -> None:
 
 def test_part_size_grows_for_huge_files() -> None:
     """A file too big for 10,000 parts of the configured size gets larger parts."""
-    assert _part_size_for(1 * GIB, 8 * MIB) == 8 * MIB
-    grown = _part_size_for(200 * GIB, 8 * MIB)
+    assert part_size_for(1 * GIB, 8 * MIB) == 8 * MIB
+    grown = part_size_for(200 * GIB, 8 * MIB)
     assert grown * 10_000 >= 200 * GIB
     assert grown % MIB == 0
 
