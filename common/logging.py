@@ -40,7 +40,7 @@ SCHEMA: dict[str, str] = {
     "path": "the raw request path",
     "status": "HTTP status sent (499: the client went away first)",
     "latency_ms": "time from request to response, in ms",
-    "bytes_in": "request body size (Content-Length)",
+    "bytes_in": "request body size: Content-Length, or the bytes read of a chunked body",
     "bytes_out": "response body size",
     "client_ip": "first `X-Forwarded-For` entry (the ALB adds it), else the peer",
     # failures

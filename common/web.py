@@ -81,7 +81,6 @@ class InFlight:
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 # Bytes received, when the handler counted them itself (a chunked upload has no Content-Length).
-BYTES_IN: web.RequestKey[int] = web.RequestKey("bytes_in", int)
 
 
 class ProbeCache:
@@ -254,7 +253,12 @@ def _log_access(
         "path": request.path,
         "status": status,
         "latency_ms": latency_ms,
-        "bytes_in": request.get(BYTES_IN, request.content_length or 0),
+        # Content-Length when declared; for a chunked body, what was read of it.
+        "bytes_in": (
+            request.content_length
+            if request.content_length is not None
+            else request.content.total_bytes
+        ),
         "bytes_out": bytes_out,
         "client_ip": _client_ip(request),
     }

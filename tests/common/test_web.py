@@ -161,3 +161,27 @@ async def test_one_access_line_per_request(
     assert line["service"] == "demo"
     assert line["latency_ms"] >= 0
     assert line["timestamp"].endswith("Z")
+
+
+async def test_access_line_counts_a_chunked_body(
+    aiohttp_client: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no Content-Length (chunked), bytes_in is what was read of the body."""
+    from common.logging import configure_logging
+
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+    client = await aiohttp_client(make_app())
+    payload = json.dumps({"x": "y" * 1000}).encode()
+
+    async def chunks() -> Any:
+        for i in range(0, len(payload), 100):
+            yield payload[i : i + 100]
+
+    resp = await client.post(
+        "/demo/echo", data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 200
+    assert "Content-Length" not in resp.request_info.headers
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    (access,) = [x for x in lines if x["event"] == "request"]
+    assert access["bytes_in"] == len(payload)
