@@ -111,6 +111,7 @@ async def upload(request: web.Request) -> web.Response:
     limit = ByteLimit(settings.max_upload_bytes)
     stored: list[StoredFile] = []
     others = 0
+    text_file_field = False  # a "file" field without a filename: a text value, not a file
     try:
         while True:
             try:
@@ -131,6 +132,7 @@ async def upload(request: web.Request) -> web.Response:
                     code="malformed_multipart",
                 )
             if part.name != FILE_FIELD or part.filename is None:
+                text_file_field = text_file_field or part.name == FILE_FIELD
                 others += 1
                 if others > MAX_OTHER_FIELDS:
                     raise BadRequest(
@@ -167,8 +169,13 @@ async def upload(request: web.Request) -> web.Response:
         add_metric(request, "UploadBytes", size, BYTES)
         add_metric(request, "UploadParts", parts)
     if not stored:
+        hint = (
+            f"the {FILE_FIELD!r} field had no filename, so it is a text value, not a file; "
+            if text_file_field
+            else ""
+        )
         raise BadRequest(
-            f"no file in the form: send the file in a field named {FILE_FIELD!r} "
+            f"no file in the form: {hint}send the file in a field named {FILE_FIELD!r} "
             f"(curl -F '{FILE_FIELD}=@path')",
             code="missing_file",
         )

@@ -155,6 +155,17 @@ async def test_missing_file_field(client: Client) -> None:
     assert "file=@" in body["message"]
 
 
+async def test_file_field_without_filename_is_named_in_the_error(client: Client) -> None:
+    """``curl -F file=hello`` (no ``@``) sends text: the 400 says that is what happened."""
+    data = aiohttp.FormData(default_to_multipart=True)
+    data.add_field("file", "hello")
+    resp = await client.post("/s3/upload", data=data)
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"] == "missing_file"
+    assert "'file' field had no filename" in body["message"]
+
+
 async def test_not_multipart_is_415(client: Client) -> None:
     """A JSON body is the wrong media type."""
     resp = await client.post("/s3/upload", json={"file": "x"})
