@@ -144,26 +144,22 @@ async def test_path_traversal_filename_never_shapes_the_key(client: Client, s3: 
     await assert_stored(s3, item, b"root:x")
 
 
-async def test_missing_file_field(client: Client) -> None:
-    """A form without a ``file`` field is a 400 that says how to send one."""
+@pytest.mark.parametrize(
+    ("field", "hint"),
+    [
+        ("note", "file=@"),  # no file field at all: say how to send one
+        ("file", "'file' field had no filename"),  # curl -F file=text (no @): say what happened
+    ],
+)
+async def test_missing_file_field(client: Client, field: str, hint: str) -> None:
+    """A form without a file in a ``file`` field is a 400 that says how to send one."""
     data = aiohttp.FormData(default_to_multipart=True)
-    data.add_field("note", "hello")
+    data.add_field(field, "hello")
     resp = await client.post("/s3/upload", data=data)
     assert resp.status == 400
     body = await resp.json()
     assert body["error"] == "missing_file"
-    assert "file=@" in body["message"]
-
-
-async def test_file_field_without_filename_is_named_in_the_error(client: Client) -> None:
-    """``curl -F file=hello`` (no ``@``) sends text: the 400 says that is what happened."""
-    data = aiohttp.FormData(default_to_multipart=True)
-    data.add_field("file", "hello")
-    resp = await client.post("/s3/upload", data=data)
-    assert resp.status == 400
-    body = await resp.json()
-    assert body["error"] == "missing_file"
-    assert "'file' field had no filename" in body["message"]
+    assert hint in body["message"]
 
 
 async def test_not_multipart_is_415(client: Client) -> None:
