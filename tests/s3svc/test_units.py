@@ -130,3 +130,53 @@ async def test_request_cancelled_during_create_aborts_what_s3_created(
     s3.answer.set()  # S3 answers after the caller gave up
     await asyncio.wait_for(uploader.drain(), 5)
     assert s3.aborted == ["u-1"]
+
+
+class HangingPartsS3(LateS3):
+    """Creates at once; every UploadPart hangs, and takes a moment to wind down when cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer.set()
+        self.part_sent = asyncio.Event()
+
+    async def upload_part(self, **_: Any) -> dict[str, Any]:
+        self.part_sent.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)
+            raise
+        raise AssertionError("unreachable")
+
+
+class StalledBody:
+    """A request body whose next block never arrives."""
+
+    async def read_block(self, n: int) -> io.BytesIO:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_request_cancelled_twice_still_aborts(
+    make_s3_settings: Callable[..., S3Settings],
+) -> None:
+    """Cancelled while part 1 is in flight, then cancelled again while part 1 winds down: the
+    abort still happens (it runs in its own task from the first moment)."""
+    s3 = HangingPartsS3()
+    uploader = Uploader(s3, make_s3_settings())
+    part_size = 5 * MIB
+    await uploader.budget.acquire(part_size)
+    body: Any = StalledBody()
+    request = asyncio.create_task(
+        uploader._multipart("b", "k", io.BytesIO(b"x"), part_size, body, "text/plain", "f")
+    )
+    await asyncio.wait_for(s3.part_sent.wait(), 5)  # part 1 in flight, the next block awaited
+    request.cancel()
+    await asyncio.sleep(0.01)  # part 1 is winding down
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await asyncio.wait_for(uploader.drain(), 5)
+    assert s3.aborted == ["u-1"]
+    assert uploader.budget.used == 0
