@@ -80,7 +80,6 @@ class InFlight:
 
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
-# Bytes received, when the handler counted them itself (a chunked upload has no Content-Length).
 
 
 class ProbeCache:

@@ -20,7 +20,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -162,12 +162,9 @@ def _number_text(value: Any, where: str) -> str:
     text = str(value).strip() if isinstance(value, (str, int, float)) else ""
     if isinstance(value, bool) or not text:
         raise _invalid("invalid_attribute_value", "a Number attribute needs a numeric value", where)
-    try:
-        number = Decimal(text) if _NUMBER.fullmatch(text) else Decimal("NaN")
-    except InvalidOperation:
-        number = Decimal("NaN")
-    if not number.is_finite():
+    if not _NUMBER.fullmatch(text):
         raise _invalid("invalid_attribute_value", f"{text[:40]!r} is not a number", where)
+    number = Decimal(text)
     # Significant digits without leading/trailing zeros (not normalize(): it rounds to 28).
     digits = len("".join(map(str, number.as_tuple().digits)).strip("0")) or 1
     if digits > 38 or not (Decimal("-1e128") <= number <= Decimal("1e126")):
