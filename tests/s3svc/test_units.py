@@ -133,19 +133,22 @@ async def test_request_cancelled_during_create_aborts_what_s3_created(
 
 
 class HangingPartsS3(LateS3):
-    """Creates at once; every UploadPart hangs, and takes a moment to wind down when cancelled."""
+    """Creates at once; every UploadPart hangs, and when cancelled winds down until released."""
 
     def __init__(self) -> None:
         super().__init__()
         self.answer.set()
         self.part_sent = asyncio.Event()
+        self.winding_down = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def upload_part(self, **_: Any) -> dict[str, Any]:
         self.part_sent.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            await asyncio.sleep(0.05)
+            self.winding_down.set()
+            await self.release.wait()
             raise
         raise AssertionError("unreachable")
 
@@ -173,8 +176,9 @@ async def test_request_cancelled_twice_still_aborts(
     )
     await asyncio.wait_for(s3.part_sent.wait(), 5)  # part 1 in flight, the next block awaited
     request.cancel()
-    await asyncio.sleep(0.01)  # part 1 is winding down
+    await asyncio.wait_for(s3.winding_down.wait(), 5)  # part 1 is winding down
     request.cancel()
+    s3.release.set()
     with pytest.raises(asyncio.CancelledError):
         await request
     await asyncio.wait_for(uploader.drain(), 5)
