@@ -1,4 +1,5 @@
 # One virtualenv (.venv) serves every target; it is (re)built when the dependency files change.
+# `make help` lists the targets: each documented one carries a `## ` comment on its rule line.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,9 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck hadolint deploy-lint pytest bench soak audit clean
+.PHONY: help install run uploads messages test lint typecheck hadolint deploy-lint pytest bench soak audit clean
+.DEFAULT_GOAL := help
 
-install: $(STAMP)
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## build .venv with the pinned dependencies (every other target does it first)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,21 +21,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-## make run: emulated AWS (moto) + the services, on 127.0.0.1; Ctrl-C stops everything.
-run: $(STAMP)
-	$(PY) deploy/devstack.py $(ARGS)
+run: $(STAMP) ## emulated AWS (moto) + both services on 127.0.0.1; Ctrl-C stops (ARGS=--verbose, ARGS=--help)
+	$(PY) -m deploy.devstack $(ARGS)
 
-## make test: lint, types, Dockerfiles, delivery files, then the whole pytest suite.
-test: lint typecheck hadolint deploy-lint pytest
+uploads: $(STAMP) ## list the recent uploads of the running `make run` stack
+	$(PY) -m deploy.peek uploads $(ARGS)
 
-lint: $(STAMP)
+messages: $(STAMP) ## show each local queue's recent messages without consuming them
+	$(PY) -m deploy.peek messages $(ARGS)
+
+test: lint typecheck hadolint deploy-lint pytest ## every check: lint, types, Dockerfiles, delivery files, the test suite
+
+lint: $(STAMP) ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
 
-hadolint: $(STAMP)
+hadolint: $(STAMP) ## lint the Dockerfiles
 	$(if $(DOCKERFILES),$(VENV)/bin/hadolint $(DOCKERFILES),@echo "no Dockerfiles yet")
 
 # checkov pins a boto3 that conflicts with constraints.txt: it gets its own virtualenv, installed
@@ -44,32 +53,28 @@ $(CHECKOV_STAMP): deploy/checkov-requirements.txt $(STAMP)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r deploy/checkov-requirements.txt
 	touch $@
 
-## make deploy-lint: compose file, workflows (schema + zizmor), CloudFormation (cfn-lint + checkov).
-deploy-lint: $(STAMP) $(CHECKOV_STAMP)
+deploy-lint: $(STAMP) $(CHECKOV_STAMP) ## compose file, workflows (schema + zizmor), CloudFormation (cfn-lint + checkov)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 	$(VENV)/bin/cfn-lint deploy/stack.yaml
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f deploy/stack.yaml
 
-pytest: $(STAMP)
+pytest: $(STAMP) ## the test suite, in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats one)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## make bench: the benchmarks under bench/; each prints a table and updates bench/RESULTS.md.
-bench: $(STAMP)
+bench: $(STAMP) ## the benchmarks under bench/; each prints a table and updates bench/RESULTS.md
 	$(PY) bench/upload.py --repeats 5
 	$(PY) bench/sqs.py
 	$(PY) bench/logging_overhead.py
 
-## make soak: the load-without-loss test at full size (make test runs a short variant).
-soak: $(STAMP)
+soak: $(STAMP) ## the load-without-loss test at full size (make test runs a short variant)
 	SOAK_MESSAGES=20000 SOAK_CONCURRENCY=200 SOAK_UPLOADS=50 SOAK_UPLOAD_MIB=32 \
 		$(PY) -m pytest tests/e2e/test_soak.py -q -s
 
-## make audit: known vulnerabilities in the locked dependencies (needs PyPI's JSON API or OSV).
-audit: $(STAMP)
+audit: $(STAMP) ## known vulnerabilities in the locked dependencies (needs PyPI's JSON API or OSV)
 	$(PY) -m pip install --quiet pip-audit==2.10.1
 	$(VENV)/bin/pip-audit --strict -r constraints.txt --no-deps --disable-pip
 
-clean:
+clean: ## remove .venv and the tool caches
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,13 +1,16 @@
-"""One-shot init of ``docker/compose.yaml``: create the bucket, queues and log groups in moto.
+"""Create the local stack's bucket, queues and log groups in moto: for ``make run`` and compose.
 
-Runs inside the s3svc image (boto3 is there, as watchtower's client) before the services start.
+The devstack calls :func:`create_all`; ``docker/compose.yaml`` runs this file as its one-shot
+``init`` inside the s3svc image (boto3 is there, as watchtower's client) before the services start.
 Idempotent: resources that already exist are kept, so ``docker compose up`` can be run again.
-Every name comes from the environment the compose file sets:
+Every name comes from the environment (the compose file's, or the devstack's):
 
 - ``AWS_ENDPOINT_URL``: the emulator (``http://moto:5000`` in the compose network)
 - ``BUCKET_NAME``: the upload bucket
 - ``QUEUE_NAME``, ``DLQ_NAME``: the message queue and its dead-letter queue
-- ``LOG_GROUPS``: comma-separated log groups (one per service)
+- ``FIFO_QUEUE_NAME``: a FIFO queue with content-based deduplication (so a send without a
+  deduplication id just works)
+- ``LOG_GROUPS``: comma-separated log groups
 """
 
 from __future__ import annotations
@@ -41,16 +44,27 @@ def create_all(environ: Mapping[str, str]) -> dict[str, str]:
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+    # Generous: every peek (``make messages``) counts as a receive, and peeking must not move a
+    # message to the dead-letter queue.
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1000"})
     queue_url = sqs.create_queue(
         QueueName=environ["QUEUE_NAME"], Attributes={"RedrivePolicy": redrive}
+    )["QueueUrl"]
+    fifo_url = sqs.create_queue(
+        QueueName=environ["FIFO_QUEUE_NAME"],
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
     )["QueueUrl"]
 
     groups = [g.strip() for g in environ["LOG_GROUPS"].split(",") if g.strip()]
     for group in groups:
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=group)
-    return {"bucket": bucket, "queue_url": queue_url, "log_groups": ",".join(groups)}
+    return {
+        "bucket": bucket,
+        "queue_url": queue_url,
+        "fifo_queue_url": fifo_url,
+        "log_groups": ",".join(groups),
+    }
 
 
 def main() -> None:

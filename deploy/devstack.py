@@ -3,9 +3,11 @@
 Starts a moto server on 127.0.0.1, creates the bucket, the queues and the log group, starts
 ``python -m s3svc`` and ``python -m sqssvc`` against it exactly as a container would, prints curl
 lines to try, and stops everything cleanly on Ctrl-C (SIGINT) or SIGTERM. Ports are checked first,
-so a port in use gets a clear message instead of a stack trace.
+so a port in use gets a clear message instead of a stack trace. Works on a machine with no AWS
+credentials: the devstack and everything it starts sign with fixed fake ones (``local_env``).
 
-    .venv/bin/python deploy/devstack.py [--s3-port 8080] [--sqs-port 8081] [--moto-port 5000]
+    .venv/bin/python -m deploy.devstack [--s3-port 8080] [--sqs-port 8081] [--sqs-fifo-port 8082]
+                                        [--moto-port 5000] [--verbose]
 """
 
 from __future__ import annotations
@@ -23,20 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from deploy.compose_init import create_all
+from deploy.local_env import DEFAULT_MOTO_PORT, LOG_GROUP, RESOURCES, isolate
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-REGION = "us-east-1"
-BUCKET = "uploads-local"
-QUEUE = "messages-local"
-FIFO_QUEUE = "messages-local.fifo"
-LOG_GROUP = "/local/services"
-# moto accepts any credentials; fixed fake ones keep a developer's real AWS profile out of it.
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",
-    "AWS_REGION": REGION,
-    "AWS_DEFAULT_REGION": REGION,
-}
+# make run shows a download link in every upload answer (off by default in the service).
+DOWNLOAD_URL_SECONDS = "3600"
+PORT_FLAGS = "--s3-port, --sqs-port, --sqs-fifo-port, --moto-port"
 
 
 @dataclass
@@ -92,25 +88,6 @@ def start(name: str, args: list[str], env: dict[str, str]) -> Child:
     return Child(name, proc)
 
 
-def create_resources(endpoint: str, with_sqs: bool) -> dict[str, str]:
-    """Bucket, queues and log group in moto; returns the env vars that name them."""
-    import boto3
-
-    kwargs = {"endpoint_url": endpoint, "region_name": REGION}
-    boto3.client("s3", **kwargs).create_bucket(Bucket=BUCKET)
-    boto3.client("logs", **kwargs).create_log_group(logGroupName=LOG_GROUP)
-    names = {"BUCKET_NAME": BUCKET, "CLOUDWATCH_LOG_GROUP": LOG_GROUP}
-    if with_sqs:
-        sqs = boto3.client("sqs", **kwargs)
-        names["QUEUE_URL"] = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-        # Content-based deduplication: a curl without a deduplication id just works.
-        names["FIFO_QUEUE_URL"] = sqs.create_queue(
-            QueueName=FIFO_QUEUE,
-            Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
-        )["QueueUrl"]
-    return names
-
-
 def stop_all(children: list[Child]) -> None:
     """SIGTERM the services first, then moto; SIGKILL whatever does not exit in time."""
     for child in reversed(children):
@@ -123,56 +100,64 @@ def stop_all(children: list[Child]) -> None:
             child.proc.wait(5)
 
 
-def banner(s3_port: int, sqs_ports: tuple[int, int] | None, names: dict[str, str]) -> str:
+def banner(args: argparse.Namespace, endpoint: str, made: dict[str, str]) -> str:
     """What to try, printed once everything is up."""
-    lines = [
-        "",
-        f"devstack ready: emulated AWS on {names['AWS_ENDPOINT_URL']} "
-        f"(bucket {BUCKET}, log group {LOG_GROUP})",
-        f"  s3svc   http://localhost:{s3_port}/s3",
-        f"    curl http://localhost:{s3_port}/s3/health",
-        f'    curl -F "file=@README.md" http://localhost:{s3_port}/s3/upload',
-    ]
-    if sqs_ports is not None:
-        sqs_port, fifo_port = sqs_ports
-        lines += [
-            f"  sqssvc  http://localhost:{sqs_port}/sqs  (queue {names['QUEUE_URL']})",
-            f"    curl http://localhost:{sqs_port}/sqs/health",
+    moto_flag = (
+        "" if args.moto_port == DEFAULT_MOTO_PORT else f" ARGS='--moto-port {args.moto_port}'"
+    )
+    s3, sqs, fifo = args.s3_port, args.sqs_port, args.sqs_fifo_port
+    return "\n".join(
+        [
+            "",
+            f"devstack ready: emulated AWS on {endpoint} "
+            f"(bucket {made['bucket']}, log group {LOG_GROUP})",
+            f"  s3svc   http://localhost:{s3}/s3",
+            f"    curl http://localhost:{s3}/s3/health",
+            f'    curl -F "file=@README.md" http://localhost:{s3}/s3/upload',
+            f"  sqssvc  http://localhost:{sqs}/sqs  (queue {made['queue_url']})",
             f"    curl -X POST -H 'Content-Type: application/json' -d '{{\"message\":\"hi\"}}' "
-            f"http://localhost:{sqs_port}/sqs/send",
-            f"  sqssvc  http://localhost:{fifo_port}/sqs  (FIFO queue {names['FIFO_QUEUE_URL']})",
+            f"http://localhost:{sqs}/sqs/send",
+            f"  sqssvc  http://localhost:{fifo}/sqs  (FIFO queue {made['fifo_queue_url']})",
             f"    curl -X POST -H 'Content-Type: application/json' "
             f'-d \'{{"message":"step 1","group_id":"order-42"}}\' '
-            f"http://localhost:{fifo_port}/sqs/send",
+            f"http://localhost:{fifo}/sqs/send",
+            "  what you stored, without consuming it:",
+            f"    make uploads{moto_flag}     # the recent uploads",
+            f"    make messages{moto_flag}    # the recent messages of each queue",
+            f"  logs    AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=local "
+            f"AWS_SECRET_ACCESS_KEY=local .venv/bin/python -m common.logs --group {LOG_GROUP} tail",
+            "Ctrl-C stops everything.",
+            "",
         ]
-    lines += [
-        f"  logs    AWS_ENDPOINT_URL={names['AWS_ENDPOINT_URL']} AWS_ACCESS_KEY_ID=local "
-        f"AWS_SECRET_ACCESS_KEY=local .venv/bin/python -m common.logs --group {LOG_GROUP} tail",
-        "Ctrl-C stops everything.",
-        "",
-    ]
-    return "\n".join(lines)
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="make run ARGS=...", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
+    parser.add_argument("--s3-port", type=int, default=8080)
+    parser.add_argument("--sqs-port", type=int, default=8081)
+    parser.add_argument("--sqs-fifo-port", type=int, default=8082)
+    parser.add_argument("--verbose", action="store_true", help="also print moto's access lines")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stack until Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--moto-port", type=int, default=5000)
-    parser.add_argument("--s3-port", type=int, default=8080)
-    parser.add_argument("--sqs-port", type=int, default=8081)
-    parser.add_argument("--sqs-fifo-port", type=int, default=8082)
-    args = parser.parse_args(argv)
-
-    with_sqs = (ROOT / "sqssvc" / "__main__.py").exists()
-    ports = {"moto": args.moto_port, "s3svc": args.s3_port}
-    if with_sqs:
-        ports["sqssvc"] = args.sqs_port
-        ports["sqssvc (FIFO)"] = args.sqs_fifo_port
+    args = parse_args(argv)
+    ports = {
+        "moto": args.moto_port,
+        "s3svc": args.s3_port,
+        "sqssvc": args.sqs_port,
+        "sqssvc (FIFO)": args.sqs_fifo_port,
+    }
     taken = [f"{name} port {port}" for name, port in ports.items() if not port_free(port)]
     if taken:
         print(
             "devstack: already in use: " + ", ".join(taken) + ". Stop what uses them, or pick "
-            "others: make run ARGS='--s3-port 9080 --sqs-port 9081 --moto-port 5050'",
+            f"others with {PORT_FLAGS}, e.g. make run ARGS='--s3-port 9080 --sqs-port 9081 "
+            "--sqs-fifo-port 9082 --moto-port 5050'",
             file=sys.stderr,
         )
         return 1
@@ -185,35 +170,36 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    base_env.update(FAKE_AWS, PYTHONUNBUFFERED="1")
+    # Our own boto3 calls and every child sign with the fake identity, never a real profile.
+    isolate(os.environ)
     endpoint = f"http://{HOST}:{args.moto_port}"
+    base_env = dict(os.environ, PYTHONUNBUFFERED="1")
     children: list[Child] = []
     try:
-        moto = start(
-            "moto",
-            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(args.moto_port)],
-            base_env,
-        )
+        moto_args = [sys.executable, "-m", "deploy.emulator", "--port", str(args.moto_port)]
+        moto = start("moto", moto_args + (["--verbose"] if args.verbose else []), base_env)
         children.append(moto)
         wait_http(f"{endpoint}/moto-api/", moto)
-        names = create_resources(endpoint, with_sqs)
-        names["AWS_ENDPOINT_URL"] = endpoint
+        made = create_all(dict(RESOURCES, AWS_ENDPOINT_URL=endpoint))
         # Console lines for the terminal; the CloudWatch copy (moto) is JSON, for common.logs.
         env = dict(base_env, AWS_ENDPOINT_URL=endpoint, HOST=HOST, LOG_FORMAT="console")
         env.update(CLOUDWATCH_LOG_GROUP=LOG_GROUP, CLOUDWATCH_SEND_INTERVAL="1")
-        services = [("s3svc", args.s3_port, {"BUCKET_NAME": BUCKET})]
-        if with_sqs:
-            services.append(("sqssvc", args.sqs_port, {"QUEUE_URL": names["QUEUE_URL"]}))
-            services.append(("sqssvc", args.sqs_fifo_port, {"QUEUE_URL": names["FIFO_QUEUE_URL"]}))
+        services = [
+            (
+                "s3svc",
+                args.s3_port,
+                {"BUCKET_NAME": made["bucket"], "DOWNLOAD_URL_SECONDS": DOWNLOAD_URL_SECONDS},
+            ),
+            ("sqssvc", args.sqs_port, {"QUEUE_URL": made["queue_url"]}),
+            ("sqssvc", args.sqs_fifo_port, {"QUEUE_URL": made["fifo_queue_url"]}),
+        ]
         for module, port, extra in services:
             child = start(
                 module, [sys.executable, "-m", module], dict(env, PORT=str(port), **extra)
             )
             children.append(child)
             wait_http(f"http://{HOST}:{port}/health", child)
-        sqs_ports = (args.sqs_port, args.sqs_fifo_port) if with_sqs else None
-        print(banner(args.s3_port, sqs_ports, names), flush=True)
+        print(banner(args, endpoint, made), flush=True)
         while not stopping.is_set():
             for child in children:
                 if child.proc.poll() is not None:

@@ -14,6 +14,7 @@ import boto3
 import yaml
 
 from deploy.compose_init import create_all
+from deploy.local_env import LOG_GROUP, RESOURCES
 from s3svc.config import S3Settings
 from sqssvc.config import SqsSettings
 from tests.conftest import REGION
@@ -54,15 +55,21 @@ def test_moto_image_is_the_pinned_moto() -> None:
 
 
 def test_service_settings_and_init_agree() -> None:
-    """Both services' environments are valid settings and name what the init creates."""
+    """Every service's environment is valid settings and names what the init creates."""
     init = env_of("init")
     s3 = S3Settings.from_env(env_of("s3svc"))
     sqs = SqsSettings.from_env(env_of("sqssvc"))
+    fifo = SqsSettings.from_env(env_of("sqssvc-fifo"))
     assert s3.bucket == init["BUCKET_NAME"]
     assert sqs.queue_url is not None
     assert sqs.queue_url.endswith("/" + init["QUEUE_NAME"])
+    assert fifo.fifo
+    assert fifo.queue_url is not None
+    assert fifo.queue_url.endswith("/" + init["FIFO_QUEUE_NAME"])
+    assert fifo.common.port == 8082
+    assert SERVICES["sqssvc-fifo"]["ports"] == ["127.0.0.1:8082:8082"]
     groups = init["LOG_GROUPS"].split(",")
-    for settings in (s3.common, sqs.common):
+    for settings in (s3.common, sqs.common, fifo.common):
         assert settings.cloudwatch is not None
         assert settings.cloudwatch.log_group in groups
         assert settings.aws.endpoint_url == init["AWS_ENDPOINT_URL"]
@@ -70,6 +77,19 @@ def test_service_settings_and_init_agree() -> None:
     source, target, _ = mount.split(":")
     assert (COMPOSE_FILE.parent / source).resolve() == ROOT / "deploy" / "compose_init.py"
     assert SERVICES["init"]["command"] == ["python", target]
+
+
+def test_compose_matches_make_run() -> None:
+    """The same names as the devstack (``make run``): bucket, queues, one log group, so the
+    README's lines work against either; download links point where the host reaches moto."""
+    init = env_of("init")
+    assert {k: init[k] for k in RESOURCES} == RESOURCES
+    for name in ("s3svc", "sqssvc", "sqssvc-fifo"):
+        assert env_of(name)["CLOUDWATCH_LOG_GROUP"] == LOG_GROUP
+    s3 = S3Settings.from_env(env_of("s3svc"))
+    assert s3.download_url_seconds > 0
+    assert s3.download_url_endpoint == "http://localhost:5000"
+    assert SERVICES["moto"]["ports"] == ["127.0.0.1:5000:5000"]
 
 
 def test_init_creates_bucket_queues_and_log_groups(moto_url: str, tmp_path: Path) -> None:
@@ -81,6 +101,7 @@ def test_init_creates_bucket_queues_and_log_groups(moto_url: str, tmp_path: Path
         "BUCKET_NAME": f"{env['BUCKET_NAME']}-{suffix}",
         "QUEUE_NAME": f"{env['QUEUE_NAME']}-{suffix}",
         "DLQ_NAME": f"{env['DLQ_NAME']}-{suffix}",
+        "FIFO_QUEUE_NAME": f"{suffix}-{env['FIFO_QUEUE_NAME']}",
         "LOG_GROUPS": ",".join(f"{g}-{suffix}" for g in env["LOG_GROUPS"].split(",")),
     }
     made = create_all(env)
@@ -93,6 +114,9 @@ def test_init_creates_bucket_queues_and_log_groups(moto_url: str, tmp_path: Path
     attrs = sqs.get_queue_attributes(QueueUrl=made["queue_url"], AttributeNames=["RedrivePolicy"])
     redrive = json.loads(attrs["Attributes"]["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith(":" + env["DLQ_NAME"])
+    fifo = sqs.get_queue_attributes(QueueUrl=made["fifo_queue_url"], AttributeNames=["All"])
+    assert fifo["Attributes"]["FifoQueue"] == "true"
+    assert fifo["Attributes"]["ContentBasedDeduplication"] == "true"
     for group in env["LOG_GROUPS"].split(","):
         found = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
         assert [g["logGroupName"] for g in found] == [group]

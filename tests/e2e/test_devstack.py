@@ -1,13 +1,24 @@
-"""``make run``'s devstack on free ports, and every curl line of the README against it."""
+"""``make run``'s devstack on a bare machine: every curl line of the docs, links and peeks.
+
+The devstack runs with no ``AWS_*`` variable, no AWS profile and an empty ``HOME``, as on a
+newcomer's machine: it must sign its own calls (and its children's) with the fake local identity.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,89 +30,169 @@ pytestmark = pytest.mark.skipif(
 )
 
 _CURL = re.compile(r"^(curl .*?)(?:\s+#\s*→\s*(\d{3}))?\s*$")
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DEFAULT_PORTS = ("8080", "8081", "8082")
 
 
-def readme_curl_lines() -> list[tuple[str, int | None]]:
-    """(command, expected status) for each curl line aimed at the local stack in README.md."""
+def doc_curl_lines() -> list[tuple[str, int | None]]:
+    """(command, expected status) for each curl line aimed at the local stack in the docs."""
     out = []
-    for line in (ROOT / "README.md").read_text().splitlines():
-        m = _CURL.match(line.strip())
-        if m and "localhost:808" in m.group(1):
-            out.append((m.group(1), int(m.group(2)) if m.group(2) else None))
+    for path in DOC_FILES:
+        for line in path.read_text().splitlines():
+            m = _CURL.match(line.strip())
+            if m and "localhost:808" in m.group(1):
+                out.append((m.group(1), int(m.group(2)) if m.group(2) else None))
     return out
 
 
-def test_readme_has_curl_lines_for_the_stack() -> None:
-    """The README shows the commands this test runs (guards against the test checking nothing)."""
-    commands = [c for c, _ in readme_curl_lines()]
+def bare_env(home: Path) -> dict[str, str]:
+    """A newcomer's environment: a PATH and an empty HOME, nothing of AWS at all."""
+    home.mkdir(exist_ok=True)
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+@dataclass
+class Devstack:
+    """A running devstack and where it listens."""
+
+    ports: dict[str, int]
+    env: dict[str, str]
+    output: Path
+
+    def local(self, command: str) -> str:
+        """``command`` with the default ports replaced by this stack's."""
+        for default in DEFAULT_PORTS:
+            command = command.replace(f"localhost:{default}", f"localhost:{self.ports[default]}")
+        return command
+
+    def curl(self, command: str) -> tuple[int, str]:
+        """Run a curl line from the repository root; (HTTP status, body)."""
+        done = subprocess.run(
+            [
+                "bash",
+                "-c",
+                self.local(command).replace("curl ", "curl -sS -w '\\n%{http_code}' ", 1),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        body, _, status = done.stdout.rpartition("\n")
+        assert status.isdigit(), (command, done.stdout, done.stderr)
+        return int(status), body
+
+    def peek(self, what: str) -> str:
+        """``make uploads`` / ``make messages`` as make runs them, pointed at this stack's moto."""
+        done = subprocess.run(
+            [sys.executable, "-m", "deploy.peek", what, "--moto-port", str(self.ports["moto"])],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+@pytest.fixture(scope="module")
+def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    """The devstack on free ports in a bare environment; Ctrl-C stops it, and every port is free
+    again afterwards."""
+    tmp = tmp_path_factory.mktemp("devstack")
+    ports = {name: free_port() for name in (*DEFAULT_PORTS, "moto")}
+    env = bare_env(tmp / "home")
+    output = tmp / "devstack.log"
+    flags = {"8080": "--s3-port", "8081": "--sqs-port", "8082": "--sqs-fifo-port"}
+    args = [arg for d, f in flags.items() for arg in (f, str(ports[d]))]
+    with output.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.devstack", *args, "--moto-port", str(ports["moto"])],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while "devstack ready" not in output.read_text(errors="replace"):
+                assert proc.poll() is None, output.read_text()
+                assert time.monotonic() < deadline, output.read_text()
+                time.sleep(0.2)
+            yield Devstack(ports, env, output)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(60)
+    text = output.read_text(errors="replace")
+    assert code == 0, text
+    assert "devstack: stopping" in text
+    for port in ports.values():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+
+
+def test_docs_have_curl_lines_for_the_stack() -> None:
+    """The docs show the commands the next test runs (guards against it checking nothing)."""
+    commands = [c for c, _ in doc_curl_lines()]
     assert any("/s3/upload" in c for c in commands)
     assert any("/s3/health" in c for c in commands)
     assert any("/sqs/send" in c for c in commands)
     assert any("/sqs/send-batch" in c for c in commands)
+    assert any("localhost:8082" in c for c in commands)
 
 
-def test_devstack_serves_the_readme_curl_lines(tmp_path: Path) -> None:
-    """Start the devstack, run the README's curl lines against it, then Ctrl-C stops everything."""
-    ports = {"8080": free_port(), "8081": free_port(), "8082": free_port(), "moto": free_port()}
-    log = (tmp_path / "devstack.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "deploy/devstack.py",
-            "--s3-port",
-            str(ports["8080"]),
-            "--sqs-port",
-            str(ports["8081"]),
-            "--sqs-fifo-port",
-            str(ports["8082"]),
-            "--moto-port",
-            str(ports["moto"]),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    output = tmp_path / "devstack.log"
-    try:
-        deadline = time.monotonic() + 90
-        while "devstack ready" not in output.read_text(errors="replace"):
-            assert proc.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.2)
-        for command, expected in readme_curl_lines():
-            local = command
-            for default in ("8080", "8081", "8082"):
-                local = local.replace(f"localhost:{default}", f"localhost:{ports[default]}")
-            done = subprocess.run(
-                ["bash", "-c", local.replace("curl ", "curl -sS -w '\\n%{http_code}' ", 1)],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            status = int(done.stdout.rsplit("\n", 1)[-1])
-            if expected is None:
-                assert 200 <= status < 300, (command, done.stdout, done.stderr)
-            else:
-                assert status == expected, (command, done.stdout, done.stderr)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(60)
-        log.close()
-    text = output.read_text(errors="replace")
-    assert code == 0, text
-    assert "devstack: stopping" in text
-    # Every process of the stack is gone: its ports are free again.
-    for port in ports.values():
-        with __import__("socket").socket() as s:
-            s.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
+def test_every_doc_curl_line_runs(devstack: Devstack) -> None:
+    """Each curl line of the README and docs/ answers as written (2xx, or the status after →)."""
+    for command, expected in doc_curl_lines():
+        status, body = devstack.curl(command)
+        if expected is None:
+            assert 200 <= status < 300, (command, body)
+        else:
+            assert status == expected, (command, body)
 
 
-def test_port_in_use_gets_a_clear_message() -> None:
-    """A taken port is named in a one-line message and the stack does not start."""
-    import socket
+def test_upload_answer_links_back_to_the_file(devstack: Devstack) -> None:
+    """make run turns download links on: the link fetched from the host returns the stored
+    bytes, and carries the hour the devstack sets."""
+    status, body = devstack.curl('curl -F "file=@README.md" http://localhost:8080/s3/upload')
+    assert status == 201, body
+    (stored,) = json.loads(body)["files"]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(stored["download_url"]).query)
+    assert query["X-Amz-Expires"] == ["3600"]
+    with urllib.request.urlopen(stored["download_url"], timeout=10) as got:
+        assert got.read() == (ROOT / "README.md").read_bytes()
+    assert stored["key"] in devstack.peek("uploads")
 
+
+def test_peek_messages_shows_without_consuming(devstack: Devstack) -> None:
+    """``make messages`` shows a message of each queue, and shows it again the next time."""
+    marker = f"peek-{time.monotonic_ns()}"
+    for port, extra in (("8081", ""), ("8082", ',"group_id":"g1"')):
+        status, body = devstack.curl(
+            "curl -X POST -H 'Content-Type: application/json' "
+            f'-d \'{{"message":"{marker}-{port}"{extra}}}\' http://localhost:{port}/sqs/send'
+        )
+        assert status == 200, body
+    first = devstack.peek("messages")
+    second = devstack.peek("messages")
+    for port in ("8081", "8082"):
+        assert f"{marker}-{port}" in first, first
+        assert f"{marker}-{port}" in second, second
+    assert "group=g1" in first
+
+
+def test_banner_names_the_peek_commands(devstack: Devstack) -> None:
+    """The banner tells a newcomer how to see what was stored."""
+    text = devstack.output.read_text(errors="replace")
+    assert "make uploads" in text
+    assert "make messages" in text
+
+
+def test_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:
+    """A taken port is named in a one-line message that names every port flag."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -109,16 +200,20 @@ def test_port_in_use_gets_a_clear_message() -> None:
         done = subprocess.run(
             [
                 sys.executable,
-                "deploy/devstack.py",
+                "-m",
+                "deploy.devstack",
                 "--s3-port",
                 str(port),
                 "--moto-port",
                 str(free_port()),
             ],
             cwd=ROOT,
+            env=bare_env(tmp_path / "home"),
             capture_output=True,
             text=True,
             timeout=60,
         )
     assert done.returncode == 1
     assert f"s3svc port {port}" in done.stderr
+    for flag in ("--s3-port", "--sqs-port", "--sqs-fifo-port", "--moto-port"):
+        assert flag in done.stderr

@@ -1,0 +1,106 @@
+"""``make uploads`` / ``make messages``: what the local stack stored, read without consuming it.
+
+    .venv/bin/python -m deploy.peek uploads [--limit 20] [--moto-port 5000]
+    .venv/bin/python -m deploy.peek messages [--limit 10] [--moto-port 5000]
+
+``uploads`` lists the newest objects of the local bucket. ``messages`` shows each local queue's
+messages, oldest first, received with a visibility timeout of 0 so they stay in the queue for the
+next reader (each peek still counts as a receive in ``ApproximateReceiveCount``). For the devstack's
+moto only: it signs with the fake local identity and never reads an AWS profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, TextIO
+
+from deploy.local_env import DEFAULT_MOTO_PORT, REGION, RESOURCES, isolate
+
+SQS_RECEIVE_MAX = 10  # messages one ReceiveMessage call can return
+
+
+def client(service: str, moto_port: int) -> Any:
+    """A boto3 client for the local moto."""
+    import boto3
+
+    return boto3.client(service, endpoint_url=f"http://127.0.0.1:{moto_port}", region_name=REGION)
+
+
+def uploads(s3: Any, bucket: str, limit: int, out: TextIO) -> int:
+    """Print the newest ``limit`` objects of ``bucket``; returns how many were printed."""
+    objects: list[dict[str, Any]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        objects.extend(page.get("Contents", []))
+    objects.sort(key=lambda o: o["LastModified"], reverse=True)
+    print(f"bucket {bucket}: {len(objects)} object(s), newest first", file=out)
+    for obj in objects[:limit]:
+        when = obj["LastModified"].strftime("%Y-%m-%d %H:%M:%S")
+        print(f"  {when}  {obj['Size']:>12}  {obj['Key']}", file=out)
+    return min(limit, len(objects))
+
+
+def messages(sqs: Any, limit: int, out: TextIO) -> int:
+    """Print up to ``limit`` messages of each queue, leaving them visible; returns the count."""
+    printed = 0
+    for url in sorted(sqs.list_queues().get("QueueUrls", [])):
+        depth = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        print(f"queue {url}: about {depth} message(s)", file=out)
+        got = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=min(limit, SQS_RECEIVE_MAX),
+            VisibilityTimeout=0,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        for msg in got:
+            group = msg.get("Attributes", {}).get("MessageGroupId")
+            attrs = {k: v.get("StringValue") for k, v in msg.get("MessageAttributes", {}).items()}
+            extra = (f"  group={group}" if group else "") + (
+                f"  attributes={attrs}" if attrs else ""
+            )
+            print(f"  {msg['MessageId']}  {msg['Body']!r}{extra}", file=out)
+            printed += 1
+    return printed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.peek", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("what", choices=["uploads", "messages"])
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="how many to show: uploads (default 20), messages per queue (default and most 10)",
+    )
+    parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
+    args = parser.parse_args(argv)
+    isolate(os.environ)
+    try:
+        if args.what == "uploads":
+            uploads(
+                client("s3", args.moto_port), RESOURCES["BUCKET_NAME"], args.limit or 20, sys.stdout
+            )
+        else:
+            messages(
+                client("sqs", args.moto_port), min(args.limit or 10, SQS_RECEIVE_MAX), sys.stdout
+            )
+    except Exception as exc:  # a peek tool: one line, not a stack trace
+        print(
+            f"peek: cannot read the local stack on port {args.moto_port} "
+            f"({type(exc).__name__}: {exc}); is make run running?",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
