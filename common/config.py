@@ -56,23 +56,59 @@ class ConfigError(Exception):
         self.errors = errors
 
 
+@dataclass(frozen=True, slots=True)
+class Documented:
+    """One environment variable as ``--help`` shows it."""
+
+    name: str
+    default: str
+    expected: str
+    meaning: str
+
+
+def human_size(n: int) -> str:
+    """A byte count as the size syntax reads it back (``8MiB``, ``1KiB``, ``1000``)."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
 class EnvReader:
     """Reads typed values from an environment mapping, collecting errors instead of raising.
 
     Call :meth:`check` after reading everything: it raises one :class:`ConfigError` naming every
     bad variable, so an operator fixes the task definition in one go rather than one per restart.
+    Every read names its meaning too, and :attr:`documented` keeps them in reading order: the
+    services' ``--help`` is the list a read of an empty environment leaves behind, so the help
+    cannot drift from the parser.
     """
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._env = environ
         self.errors: list[str] = []
+        self.documented: list[Documented] = []
+
+    def describe(self, name: str, default: str, expected: str, meaning: str) -> None:
+        """Record a variable for ``--help`` (the typed readers below do it themselves)."""
+        if all(d.name != name for d in self.documented):
+            self.documented.append(Documented(name, default, expected, meaning))
 
     def raw(self, name: str) -> str | None:
-        """The stripped value, or None when unset or blank."""
+        """The stripped value, or None when unset or blank (records nothing: use a typed read)."""
         value = self._env.get(name, "").strip()
         return value or None
 
-    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+    def _parse(
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        expected: str,
+        meaning: str,
+        shown: str | None = None,
+    ) -> T:
+        self.describe(name, str(default) if shown is None else shown, expected, meaning)
         value = self.raw(name)
         if value is None:
             return default
@@ -82,15 +118,17 @@ class EnvReader:
             self.errors.append(f"{name}={value!r} is not valid: expected {expected}")
             return default
 
-    def text(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str, *, doc: str) -> str:
         """A string value."""
+        self.describe(name, default or "(empty)", "text", doc)
         return self.raw(name) or default
 
-    def optional(self, name: str) -> str | None:
+    def optional(self, name: str, *, doc: str) -> str | None:
         """A string that may be absent."""
+        self.describe(name, "(unset)", "text", doc)
         return self.raw(name)
 
-    def integer(self, name: str, default: int, *, lo: int, hi: int) -> int:
+    def integer(self, name: str, default: int, *, lo: int, hi: int, doc: str) -> int:
         """An integer within [lo, hi]."""
 
         def parse(v: str) -> int:
@@ -99,9 +137,9 @@ class EnvReader:
                 raise ValueError
             return n
 
-        return self._parse(name, default, parse, f"an integer from {lo} to {hi}")
+        return self._parse(name, default, parse, f"an integer from {lo} to {hi}", doc)
 
-    def number(self, name: str, default: float, *, lo: float, hi: float) -> float:
+    def number(self, name: str, default: float, *, lo: float, hi: float, doc: str) -> float:
         """A number within [lo, hi]."""
 
         def parse(v: str) -> float:
@@ -110,9 +148,11 @@ class EnvReader:
                 raise ValueError
             return n
 
-        return self._parse(name, default, parse, f"a number from {lo} to {hi}")
+        return self._parse(
+            name, default, parse, f"a number from {lo:g} to {hi:g}", doc, f"{default:g}"
+        )
 
-    def flag(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool, *, doc: str) -> bool:
         """true/false, 1/0, yes/no, on/off."""
 
         def parse(v: str) -> bool:
@@ -123,9 +163,9 @@ class EnvReader:
                 return False
             raise ValueError
 
-        return self._parse(name, default, parse, "true or false")
+        return self._parse(name, default, parse, "true or false", doc, str(default).lower())
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: str, default: str, choices: tuple[str, ...], *, doc: str) -> str:
         """One of a fixed set of lower-case words."""
 
         def parse(v: str) -> str:
@@ -133,10 +173,10 @@ class EnvReader:
                 raise ValueError
             return v.lower()
 
-        return self._parse(name, default, parse, "one of " + ", ".join(choices))
+        return self._parse(name, default, parse, "one of " + ", ".join(choices), doc)
 
-    def size(self, name: str, default: int, *, lo: int, hi: int) -> int:
-        """A byte count: plain digits or with a KiB/MiB/GiB suffix (``8MiB``)."""
+    def size(self, name: str, default: int, *, lo: int, hi: int, doc: str) -> int:
+        """A byte count: plain digits or with a KiB/MiB/GiB/TiB suffix (``8MiB``)."""
         units = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 
         def parse(v: str) -> int:
@@ -148,9 +188,10 @@ class EnvReader:
                 raise ValueError
             return n
 
-        return self._parse(
-            name, default, parse, f"a byte count from {lo} to {hi} (suffix KiB, MiB or GiB)"
+        expected = (
+            f"a byte count from {human_size(lo)} to {human_size(hi)} (suffix KiB, MiB, GiB, TiB)"
         )
+        return self._parse(name, default, parse, expected, doc, human_size(default))
 
     def check(self) -> None:
         """Raise one ConfigError listing every problem seen so far."""
@@ -221,8 +262,16 @@ class CommonSettings:
 
 def read_aws(env: EnvReader) -> AwsSettings:
     """Read how to reach AWS; errors accumulate on ``env``."""
+    env.describe(
+        ENV_AWS_REGION,
+        "us-east-1",
+        "a region name",
+        f"AWS region (else {ENV_AWS_DEFAULT_REGION}, else us-east-1)",
+    )
     region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or "us-east-1"
-    endpoint = env.optional(ENV_AWS_ENDPOINT_URL)
+    endpoint = env.optional(
+        ENV_AWS_ENDPOINT_URL, doc="botocore's own: send every AWS call there (moto, LocalStack)"
+    )
     if endpoint is not None and not re.match(r"^https?://[^\s/]+", endpoint):
         env.errors.append(
             f"{ENV_AWS_ENDPOINT_URL}={endpoint!r} is not valid: expected http(s)://host"
@@ -230,13 +279,31 @@ def read_aws(env: EnvReader) -> AwsSettings:
     return AwsSettings(
         region=region,
         endpoint_url=endpoint,
-        retry_mode=env.choice(ENV_AWS_RETRY_MODE, "standard", ("standard", "adaptive")),
-        max_attempts=env.integer(ENV_AWS_MAX_ATTEMPTS, 3, lo=1, hi=10),
-        connect_timeout=env.number(ENV_AWS_CONNECT_TIMEOUT, 2.0, lo=0.1, hi=60.0),
-        read_timeout=env.number(ENV_AWS_READ_TIMEOUT, 10.0, lo=0.1, hi=900.0),
-        max_pool_connections=env.integer(ENV_AWS_MAX_POOL, 50, lo=1, hi=1000),
-        breaker_threshold=env.integer(ENV_BREAKER_THRESHOLD, 5, lo=0, hi=1000),
-        breaker_reset_seconds=env.number(ENV_BREAKER_RESET, 5.0, lo=0.1, hi=600.0),
+        retry_mode=env.choice(
+            ENV_AWS_RETRY_MODE, "standard", ("standard", "adaptive"), doc="botocore retry mode"
+        ),
+        max_attempts=env.integer(
+            ENV_AWS_MAX_ATTEMPTS, 3, lo=1, hi=10, doc="attempts per AWS call, the first included"
+        ),
+        connect_timeout=env.number(
+            ENV_AWS_CONNECT_TIMEOUT, 2.0, lo=0.1, hi=60.0, doc="seconds to connect to AWS"
+        ),
+        read_timeout=env.number(
+            ENV_AWS_READ_TIMEOUT, 10.0, lo=0.1, hi=900.0, doc="seconds to wait for AWS's answer"
+        ),
+        max_pool_connections=env.integer(
+            ENV_AWS_MAX_POOL, 50, lo=1, hi=1000, doc="connections kept open to AWS"
+        ),
+        breaker_threshold=env.integer(
+            ENV_BREAKER_THRESHOLD,
+            5,
+            lo=0,
+            hi=1000,
+            doc="consecutive AWS failures that open the circuit (fail fast with 503); 0 = never",
+        ),
+        breaker_reset_seconds=env.number(
+            ENV_BREAKER_RESET, 5.0, lo=0.1, hi=600.0, doc="seconds the circuit stays open"
+        ),
     )
 
 
@@ -244,26 +311,55 @@ def read_common(
     env: EnvReader, *, service: str, default_port: int, default_base: str
 ) -> CommonSettings:
     """Read the shared settings; errors accumulate on ``env``."""
-    base_path = env.text(ENV_BASE_PATH, default_base).rstrip("/")
+    base_path = env.text(
+        ENV_BASE_PATH, default_base, doc="path prefix of every route (the ALB routes it here)"
+    ).rstrip("/")
     if not _BASE_PATH_RE.match(base_path):
         env.errors.append(
             f"{ENV_BASE_PATH}={base_path!r} is not valid: expected a path like /s3 "
             "(letters, digits, . _ ~ -)"
         )
         base_path = default_base
-    log_group = env.optional(ENV_CW_GROUP)
+    # Every CloudWatch variable is read (and so documented) whether or not shipping is on.
+    log_group = env.optional(ENV_CW_GROUP, doc="ship log lines to this CloudWatch log group")
+    create_group = env.flag(
+        ENV_CW_CREATE, False, doc="create the log group if missing (local only; needs permission)"
+    )
+    stream_name = env.optional(
+        ENV_CW_STREAM, doc="log stream name (default: the ECS task id, else host and pid)"
+    )
+    send_interval = env.number(
+        ENV_CW_INTERVAL, 2.0, lo=0.1, hi=5.0, doc="seconds between CloudWatch batches"
+    )
+    max_queue = env.integer(
+        ENV_CW_MAX_QUEUE,
+        10_000,
+        lo=10,
+        hi=1_000_000,
+        doc="lines held while CloudWatch is unreachable; beyond it lines are dropped and counted",
+    )
+    metadata_uri = env.optional(ENV_ECS_METADATA, doc="set by ECS; names the log stream")
     cloudwatch = None
     if log_group is not None:
         cloudwatch = CloudWatchSettings(
             log_group=log_group,
-            create_group=env.flag(ENV_CW_CREATE, False),
-            stream_name=env.optional(ENV_CW_STREAM),
-            send_interval=env.number(ENV_CW_INTERVAL, 2.0, lo=0.1, hi=5.0),
-            max_queue=env.integer(ENV_CW_MAX_QUEUE, 10_000, lo=10, hi=1_000_000),
-            ecs_metadata_uri=env.optional(ENV_ECS_METADATA),
+            create_group=create_group,
+            stream_name=stream_name,
+            send_interval=send_interval,
+            max_queue=max_queue,
+            ecs_metadata_uri=metadata_uri,
         )
     digests = tuple(
-        d.strip().lower() for d in (env.optional(ENV_API_KEYS) or "").split(",") if d.strip()
+        d.strip().lower()
+        for d in (
+            env.optional(
+                ENV_API_KEYS,
+                doc="comma-separated SHA-256 hex digests of accepted API keys (X-API-Key); "
+                "unset = no key needed",
+            )
+            or ""
+        ).split(",")
+        if d.strip()
     )
     bad = [d[:8] + "..." for d in digests if not re.fullmatch(r"[0-9a-f]{64}", d)]
     if bad:
@@ -273,20 +369,51 @@ def read_common(
         )
     return CommonSettings(
         service=service,
-        version=env.text(ENV_APP_VERSION, _package_version()),
-        host=env.text(ENV_HOST, "0.0.0.0"),
-        port=env.integer(ENV_PORT, default_port, lo=1, hi=65535),
+        version=env.text(ENV_APP_VERSION, _package_version(), doc="version reported by /health"),
+        host=env.text(ENV_HOST, "0.0.0.0", doc="address to listen on"),
+        port=env.integer(ENV_PORT, default_port, lo=1, hi=65535, doc="port to listen on"),
         base_path=base_path,
-        log_level=env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS),
-        log_format=env.choice(ENV_LOG_FORMAT, "json", ("json", "console")),
-        shutdown_grace=env.number(ENV_SHUTDOWN_GRACE, 20.0, lo=0.0, hi=3600.0),
+        log_level=env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS, doc="lowest level logged"),
+        log_format=env.choice(
+            ENV_LOG_FORMAT,
+            "json",
+            ("json", "console"),
+            doc="stdout lines: json (one object a line) or console (for people)",
+        ),
+        shutdown_grace=env.number(
+            ENV_SHUTDOWN_GRACE,
+            20.0,
+            lo=0.0,
+            hi=3600.0,
+            doc="seconds in-flight requests get to finish after SIGTERM",
+        ),
         aws=read_aws(env),
         cloudwatch=cloudwatch,
-        metrics=env.flag(ENV_METRICS, True),
-        metrics_namespace=env.text(ENV_METRICS_NAMESPACE, "UploadMessaging"),
+        metrics=env.flag(ENV_METRICS, True, doc="EMF metrics on the access line"),
+        metrics_namespace=env.text(
+            ENV_METRICS_NAMESPACE, "UploadMessaging", doc="CloudWatch metrics namespace"
+        ),
         api_keys_sha256=digests,
-        body_idle_timeout=env.number(ENV_BODY_TIMEOUT, 30.0, lo=0.1, hi=3600.0),
+        body_idle_timeout=env.number(
+            ENV_BODY_TIMEOUT,
+            30.0,
+            lo=0.1,
+            hi=3600.0,
+            doc="seconds a request body may go without a byte before the request is given up",
+        ),
     )
+
+
+def settings_help(read: Callable[[EnvReader], object]) -> str:
+    """Every variable ``read`` consults, with its default, accepted values and meaning."""
+    env = EnvReader({})
+    read(env)
+    width = max(len(d.name) for d in env.documented)
+    lines = []
+    for d in env.documented:
+        lines.append(f"  {d.name:<{width}}  {d.meaning}")
+        lines.append(f"  {'':<{width}}  default {d.default}; {d.expected}")
+    return "\n".join(lines)
 
 
 def load_or_exit(from_env: Callable[[Mapping[str, str]], T], environ: Mapping[str, str]) -> T:

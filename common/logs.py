@@ -111,10 +111,20 @@ async def run_query(
         if time.monotonic() > deadline:
             raise CliError(f"query {query.name!r} did not complete in {QUERY_TIMEOUT:.0f}s")
         await asyncio.sleep(POLL_SECONDS)
-    return [
+    rows = [
         {f["field"]: f.get("value", "") for f in row if f["field"] != "@ptr"}
         for row in result.get("results", [])
     ]
+    # Every saved query names fields of our own lines; rows carrying only CloudWatch's own
+    # @-fields mean the backend ignored filter/stats (moto and LocalStack run only
+    # fields/sort/limit).
+    if rows and all(k.startswith("@") for row in rows for k in row):
+        raise CliError(
+            f"this Logs endpoint returned {len(rows)} rows without the query's fields: it cannot "
+            "run Logs Insights filter/stats (an emulator?); use "
+            "'python -m common.logs tail --filter TEXT' instead"
+        )
+    return rows
 
 
 async def tail(
@@ -185,7 +195,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     args = build_parser().parse_args(argv)
     env = EnvReader(os.environ if environ is None else environ)
     aws = read_aws(env)
-    group = args.group or env.optional(ENV_CW_GROUP)
+    group = args.group or env.optional(ENV_CW_GROUP, doc="the log group")
     try:
         env.check()
         asyncio.run(main_async(args, aws, group, sys.stdout))

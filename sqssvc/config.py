@@ -82,19 +82,62 @@ class SqsSettings:
     def from_env(cls, environ: Mapping[str, str]) -> SqsSettings:
         """Parse and validate; raises ConfigError listing every problem."""
         env = EnvReader(environ)
+        settings = cls.read(env)
+        env.check()
+        return settings
+
+    @classmethod
+    def read(cls, env: EnvReader) -> SqsSettings:
+        """Read every variable (errors accumulate on ``env``)."""
         common = read_common(env, service=SERVICE, default_port=8081, default_base="/sqs")
-        queue_url = env.optional(ENV_QUEUE_URL)
+        queue_url = env.optional(
+            ENV_QUEUE_URL,
+            doc="the queue to send to (.fifo: a FIFO queue); unset: local-safe mode (503)",
+        )
         if queue_url is not None and not _QUEUE_URL_RE.match(queue_url):
             env.errors.append(
                 f"{ENV_QUEUE_URL}={queue_url!r} is not valid: expected a queue URL like "
                 "https://sqs.eu-west-1.amazonaws.com/123456789012/orders (or .../orders.fifo)"
             )
-        max_pending = env.integer(ENV_MAX_PENDING, 1000, lo=1, hi=1_000_000)
-        max_pending_bytes = env.size(ENV_MAX_PENDING_BYTES, 64 * MIB, lo=MIB, hi=16 * 1024 * MIB)
-        max_batch_messages = env.integer(ENV_MAX_BATCH_MESSAGES, 100, lo=1, hi=1000)
-        max_request_bytes = env.size(ENV_MAX_REQUEST_BYTES, 16 * MIB, lo=64 * KIB, hi=1024 * MIB)
-        retry_base = env.number(ENV_RETRY_BASE, 0.05, lo=0.001, hi=60.0)
-        retry_cap = env.number(ENV_RETRY_MAX, 2.0, lo=0.001, hi=300.0)
+        max_pending = env.integer(
+            ENV_MAX_PENDING,
+            1000,
+            lo=1,
+            hi=1_000_000,
+            doc="messages waiting for a sender slot; beyond it a send answers 503 overloaded",
+        )
+        max_pending_bytes = env.size(
+            ENV_MAX_PENDING_BYTES,
+            64 * MIB,
+            lo=MIB,
+            hi=16 * 1024 * MIB,
+            doc="bytes waiting for a sender slot; beyond it a send answers 503 overloaded",
+        )
+        max_batch_messages = env.integer(
+            ENV_MAX_BATCH_MESSAGES, 100, lo=1, hi=1000, doc="messages per /send-batch request"
+        )
+        max_request_bytes = env.size(
+            ENV_MAX_REQUEST_BYTES,
+            16 * MIB,
+            lo=64 * KIB,
+            hi=1024 * MIB,
+            doc="largest request body (JSON escaping makes it larger than the message)",
+        )
+        retry_base = env.number(
+            ENV_RETRY_BASE,
+            0.05,
+            lo=0.001,
+            hi=60.0,
+            doc="backoff ceiling before the first retry of an entry SQS failed; it doubles per "
+            "attempt, and the wait is half the ceiling plus a random share of the other half",
+        )
+        retry_cap = env.number(
+            ENV_RETRY_MAX,
+            2.0,
+            lo=0.001,
+            hi=300.0,
+            doc="the highest backoff ceiling between entry retries",
+        )
         # One /send-batch request is admitted whole or not at all, so it must fit the bounds.
         if max_pending < max_batch_messages:
             env.errors.append(
@@ -108,22 +151,44 @@ class SqsSettings:
             )
         if retry_cap < retry_base:
             env.errors.append(f"{ENV_RETRY_MAX}={retry_cap} is smaller than {ENV_RETRY_BASE}")
-        settings = cls(
+        return cls(
             common=common,
             queue_url=queue_url,
-            max_batch=env.integer(ENV_MAX_BATCH, SQS_BATCH_LIMIT, lo=1, hi=SQS_BATCH_LIMIT),
-            max_in_flight=env.integer(ENV_MAX_IN_FLIGHT, 4, lo=1, hi=64),
+            max_batch=env.integer(
+                ENV_MAX_BATCH,
+                SQS_BATCH_LIMIT,
+                lo=1,
+                hi=SQS_BATCH_LIMIT,
+                doc="entries per SendMessageBatch; 1 disables coalescing",
+            ),
+            max_in_flight=env.integer(
+                ENV_MAX_IN_FLIGHT, 4, lo=1, hi=64, doc="SendMessageBatch calls in flight at once"
+            ),
             max_pending=max_pending,
             max_pending_bytes=max_pending_bytes,
-            max_attempts=env.integer(ENV_MAX_ATTEMPTS, 5, lo=1, hi=20),
+            max_attempts=env.integer(
+                ENV_MAX_ATTEMPTS,
+                5,
+                lo=1,
+                hi=20,
+                doc="attempts per message when SQS fails its entry with SenderFault=false",
+            ),
             retry_base=retry_base,
             retry_cap=retry_cap,
             max_message_bytes=env.size(
-                ENV_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES, lo=KIB, hi=SQS_MAX_MESSAGE_BYTES
+                ENV_MAX_MESSAGE_BYTES,
+                SQS_MAX_MESSAGE_BYTES,
+                lo=KIB,
+                hi=SQS_MAX_MESSAGE_BYTES,
+                doc="largest body + attributes accepted (the queue's MaximumMessageSize)",
             ),
             max_batch_messages=max_batch_messages,
             max_request_bytes=max_request_bytes,
-            drain_seconds=env.number(ENV_DRAIN, 4.0, lo=0.0, hi=600.0),
+            drain_seconds=env.number(
+                ENV_DRAIN,
+                4.0,
+                lo=0.0,
+                hi=600.0,
+                doc="seconds at shutdown for batches still being sent, after requests finished",
+            ),
         )
-        env.check()
-        return settings
