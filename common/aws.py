@@ -68,15 +68,19 @@ def client_config(aws: AwsSettings) -> AioConfig:
 
 @asynccontextmanager
 async def open_client(
-    service: str, aws: AwsSettings, session: AioSession | None = None
+    service: str,
+    aws: AwsSettings,
+    session: AioSession | None = None,
+    extra: AioConfig | None = None,
 ) -> AsyncIterator[Any]:
-    """An aiobotocore client for ``service``, closed on exit."""
+    """An aiobotocore client for ``service``, closed on exit; ``extra`` overrides config fields."""
     session = session or get_session()
+    config = client_config(aws)
     async with session.create_client(
         service,  # type: ignore[call-overload]
         region_name=aws.region,
         endpoint_url=aws.endpoint_url,
-        config=client_config(aws),
+        config=config if extra is None else config.merge(extra),
     ) as client:
         yield client
 

@@ -9,7 +9,8 @@ resolved from the values given (parameter and resource names, ``Name.Attribute``
 Print a role's policies for given values, e.g. to review them::
 
     .venv/bin/python deploy/policies.py S3TaskRole UploadBucket=my-bucket KeyPrefix=uploads/ \\
-        S3AppLogGroup=/prod/s3svc AWS::Region=eu-west-1 AWS::AccountId=123456789012
+        S3AppLogGroup=/prod/s3svc DownloadUrlSeconds=0 AWS::Region=eu-west-1 \\
+        AWS::AccountId=123456789012
 """
 
 from __future__ import annotations
@@ -64,35 +65,71 @@ class Unresolved(KeyError):
     """A reference in a policy has no value."""
 
 
-def resolve(node: Any, values: Mapping[str, str]) -> Any:
-    """``node`` with every Ref/Sub/GetAtt replaced by its value from ``values`` (+ DEFAULTS)."""
+NO_VALUE = object()  # ``Ref: AWS::NoValue``: the list item or key it stands in is left out
+
+
+def resolve(
+    node: Any, values: Mapping[str, str], conditions: Mapping[str, Any] | None = None
+) -> Any:
+    """``node`` with every Ref/Sub/GetAtt replaced by its value from ``values`` (+ DEFAULTS);
+    ``Fn::If`` picks its branch by evaluating the named entry of ``conditions`` (the template's
+    ``Conditions``) with the same values."""
     env = {**DEFAULTS, **values}
+    conds = conditions or {}
 
     def lookup(name: str) -> str:
         if name not in env:
             raise Unresolved(f"no value for {name!r}; pass it (e.g. {name}=...)")
         return env[name]
 
+    def again(x: Any) -> Any:
+        return resolve(x, values, conds)
+
+    def holds(name: str) -> bool:
+        if name not in conds:
+            raise Unresolved(f"no condition {name!r} in the template")
+        return bool(truth(conds[name]))
+
+    def truth(cond: Any) -> Any:
+        if isinstance(cond, dict) and set(cond) == {"Condition"}:
+            return holds(cond["Condition"])
+        if isinstance(cond, dict) and set(cond) == {"Fn::Equals"}:
+            left, right = (str(again(x)) for x in cond["Fn::Equals"])
+            return left == right
+        if isinstance(cond, dict) and set(cond) == {"Fn::Not"}:
+            return not truth(cond["Fn::Not"][0])
+        if isinstance(cond, dict) and set(cond) == {"Fn::And"}:
+            return all(truth(c) for c in cond["Fn::And"])
+        if isinstance(cond, dict) and set(cond) == {"Fn::Or"}:
+            return any(truth(c) for c in cond["Fn::Or"])
+        raise Unresolved(f"cannot evaluate condition {cond!r}")
+
     if isinstance(node, list):
-        return [resolve(x, values) for x in node]
+        return [item for item in (again(x) for x in node) if item is not NO_VALUE]
     if not isinstance(node, dict):
         return node
+    if node == {"Ref": "AWS::NoValue"}:
+        return NO_VALUE
     if set(node) == {"Ref"}:
         return lookup(node["Ref"])
+    if set(node) == {"Fn::If"}:
+        name, then, otherwise = node["Fn::If"]
+        return again(then if holds(name) else otherwise)
     if set(node) == {"Fn::GetAtt"}:
         return lookup(".".join(node["Fn::GetAtt"]))
     if set(node) == {"Fn::Sub"}:
         arg = node["Fn::Sub"]
         text, local = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-        scoped = {**values, **{k: resolve(v, values) for k, v in local.items()}}
+        scoped = {**values, **{k: again(v) for k, v in local.items()}}
         return _SUB_VAR.sub(lambda m: resolve({"Ref": m.group(1)}, scoped), text)
     if set(node) == {"Fn::Join"}:
         sep, parts = node["Fn::Join"]
-        return sep.join(resolve(p, values) for p in parts)
+        return sep.join(again(p) for p in parts)
     unknown = [k for k in node if k.startswith("Fn::")]
     if unknown:
         raise Unresolved(f"cannot resolve {unknown[0]} in a policy")
-    return {k: resolve(v, values) for k, v in node.items()}
+    resolved = {k: again(v) for k, v in node.items()}
+    return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
 
 def role_policies(
@@ -103,8 +140,9 @@ def role_policies(
     resource = tpl["Resources"][role]
     if resource["Type"] != "AWS::IAM::Role":
         raise ValueError(f"{role} is a {resource['Type']}, not an AWS::IAM::Role")
+    conditions = tpl.get("Conditions", {})
     return {
-        p["PolicyName"]: resolve(p["PolicyDocument"], values)
+        p["PolicyName"]: resolve(p["PolicyDocument"], values, conditions)
         for p in resource["Properties"].get("Policies", [])
     }
 

@@ -24,6 +24,7 @@ from common.logging import get_logger
 from common.metrics import BYTES, add_metric
 from common.web import REQUEST_ID, ProbeCache, body_read, create_base_app, json_response
 from s3svc.config import S3Settings
+from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
 from s3svc.openapi import spec
 from s3svc.upload import ByteLimit, StoredFile, Uploader
 
@@ -179,9 +180,12 @@ async def upload(request: web.Request) -> web.Response:
             f"(curl -F '{FILE_FIELD}=@path')",
             code="missing_file",
         )
-    return json_response(
-        {"files": [f.as_json() for f in stored], "request_id": request[REQUEST_ID]}, status=201
-    )
+    files = [f.as_json() for f in stored]
+    links = request.app[DOWNLOAD_LINKS]
+    if links is not None:
+        for item, stored_file in zip(files, stored, strict=True):
+            item.update(await links.for_file(stored_file))
+    return json_response({"files": files, "request_id": request[REQUEST_ID]}, status=201)
 
 
 async def readiness(app: web.Application) -> str | None:
@@ -236,5 +240,6 @@ def create_app(settings: S3Settings) -> web.Application:
         uploader.close()
 
     app.cleanup_ctx.append(uploader_ctx)
+    app.cleanup_ctx.append(download_links_ctx(settings))
     app.router.add_post(f"{settings.common.base_path}/upload", upload)
     return app

@@ -22,11 +22,15 @@ ENV_MAX_FILES = "MAX_FILES"
 ENV_ALLOWED_TYPES = "ALLOWED_CONTENT_TYPES"
 ENV_SSE = "S3_SSE"
 ENV_KMS_KEY = "S3_SSE_KMS_KEY_ID"
+ENV_DOWNLOAD_SECONDS = "DOWNLOAD_URL_SECONDS"
+ENV_DOWNLOAD_ENDPOINT = "DOWNLOAD_URL_ENDPOINT"
 
-# S3's own limits (DESIGN.md): parts 5 MiB-5 GiB, at most 10,000 parts.
+# S3's own limits: parts 5 MiB-5 GiB, at most 10,000 parts.
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * GIB
 MAX_PARTS = 10_000
+# A SigV4 presigned URL lives at most 7 days.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
 _PREFIX_RE = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*\Z")
 _TYPE_PATTERN_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)\Z")
@@ -56,13 +60,29 @@ class S3Settings:
     allowed_content_types: tuple[str, ...] = ()
     sse: str | None = None
     sse_kms_key_id: str | None = None
+    # Seconds a download link in the answer stays valid; 0: no link.
+    download_url_seconds: int = 0
+    # The S3 endpoint written into download links; None: the one the service calls.
+    download_url_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
         """Parse and validate; raises ConfigError listing every problem."""
         env = EnvReader(environ)
+        settings = cls.read(env)
+        env.check()
+        return settings
+
+    @classmethod
+    def read(cls, env: EnvReader) -> S3Settings:
+        """Read every variable (errors accumulate on ``env``)."""
         common = read_common(env, service=SERVICE, default_port=8080, default_base="/s3")
-        prefix = env.text(ENV_KEY_PREFIX, "uploads/")
+        bucket = env.optional(
+            ENV_BUCKET, doc="the upload bucket; unset: local-safe mode (uploads answer 503)"
+        )
+        prefix = env.text(
+            ENV_KEY_PREFIX, "uploads/", doc="prefix of every stored key (the task role's scope)"
+        )
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         if not _PREFIX_RE.match(prefix):
@@ -70,24 +90,48 @@ class S3Settings:
                 f"{ENV_KEY_PREFIX}={prefix!r} is not valid: expected segments like uploads/ "
                 "(letters, digits, !_.*'()-)"
             )
-        types = tuple(
-            t.strip().lower()
-            for t in (env.optional(ENV_ALLOWED_TYPES) or "").split(",")
-            if t.strip()
+        allowed = env.optional(
+            ENV_ALLOWED_TYPES,
+            doc="comma-separated media types a file may have (type/subtype or type/*); unset = any",
         )
+        types = tuple(t.strip().lower() for t in (allowed or "").split(",") if t.strip())
         bad = [t for t in types if not _TYPE_PATTERN_RE.match(t)]
         if bad:
             env.errors.append(
                 f"{ENV_ALLOWED_TYPES} has invalid media types {bad}: expected type/subtype or type/*"
             )
-        sse_raw = env.choice(ENV_SSE, "none", ("none", "aes256", "aws:kms"))
+        sse_raw = env.choice(
+            ENV_SSE,
+            "none",
+            ("none", "aes256", "aws:kms"),
+            doc="server-side encryption asked for on every object (none: the bucket's default)",
+        )
         sse = {"none": None, "aes256": "AES256", "aws:kms": "aws:kms"}[sse_raw]
-        kms_key = env.optional(ENV_KMS_KEY)
+        kms_key = env.optional(ENV_KMS_KEY, doc=f"KMS key for {ENV_SSE}=aws:kms")
         if kms_key and sse != "aws:kms":
             env.errors.append(f"{ENV_KMS_KEY} is set but {ENV_SSE} is not aws:kms")
-        part_size = env.size(ENV_PART_SIZE, 8 * MIB, lo=MIN_PART_SIZE, hi=MAX_PART_SIZE)
-        budget = env.size(ENV_MEMORY_BUDGET, 256 * MIB, lo=MIN_PART_SIZE, hi=64 * GIB)
-        max_upload = env.size(ENV_MAX_UPLOAD, 5 * GIB, lo=1, hi=5 * 1024 * GIB)
+        part_size = env.size(
+            ENV_PART_SIZE,
+            8 * MIB,
+            lo=MIN_PART_SIZE,
+            hi=MAX_PART_SIZE,
+            doc="multipart part size; files smaller than one part are one PutObject",
+        )
+        budget = env.size(
+            ENV_MEMORY_BUDGET,
+            256 * MIB,
+            lo=MIN_PART_SIZE,
+            hi=64 * GIB,
+            doc="bytes of parts all uploads of the process may hold at once (backpressure)",
+        )
+        max_upload = env.size(
+            ENV_MAX_UPLOAD,
+            5 * GIB,
+            lo=1,
+            hi=5 * 1024 * GIB,
+            doc="most file bytes one request may carry (a larger Content-Length, beyond 16 KiB of "
+            "multipart framing per allowed file, is refused before reading)",
+        )
         if budget < part_size:
             env.errors.append(
                 f"{ENV_MEMORY_BUDGET}={budget} is smaller than {ENV_PART_SIZE}={part_size}: "
@@ -99,18 +143,32 @@ class S3Settings:
                 f"{ENV_MAX_UPLOAD}={max_upload} needs parts of {largest} bytes to fit S3's "
                 f"{MAX_PARTS} parts; raise the budget or lower the limit"
             )
-        settings = cls(
+        return cls(
             common=common,
-            bucket=env.optional(ENV_BUCKET),
+            bucket=bucket,
             key_prefix=prefix,
             part_size=part_size,
-            max_inflight_parts=env.integer(ENV_MAX_INFLIGHT, 3, lo=1, hi=64),
+            max_inflight_parts=env.integer(
+                ENV_MAX_INFLIGHT, 3, lo=1, hi=64, doc="parts of one upload sent to S3 at once"
+            ),
             memory_budget=budget,
             max_upload_bytes=max_upload,
-            max_files=env.integer(ENV_MAX_FILES, 10, lo=1, hi=1000),
+            max_files=env.integer(ENV_MAX_FILES, 10, lo=1, hi=1000, doc="files per request"),
             allowed_content_types=types,
             sse=sse,
             sse_kms_key_id=kms_key,
+            download_url_seconds=env.integer(
+                ENV_DOWNLOAD_SECONDS,
+                0,
+                lo=0,
+                hi=MAX_PRESIGN_SECONDS,
+                doc="give each stored file a presigned download link valid this long; 0 = off "
+                "(in AWS the task role needs s3:GetObject, and a link dies with the role's "
+                "temporary credentials, within hours)",
+            ),
+            download_url_endpoint=env.optional(
+                ENV_DOWNLOAD_ENDPOINT,
+                doc="S3 endpoint written into download links, when users reach S3 under another "
+                "name than the service does (default: the service's own)",
+            ),
         )
-        env.check()
-        return settings

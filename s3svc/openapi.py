@@ -22,6 +22,16 @@ STORED_FILE = {
         "content_type": {"type": "string"},
         "filename": {"type": ["string", "null"], "description": "as the client sent it"},
         "version_id": {"type": "string", "description": "only when the bucket is versioned"},
+        "download_url": {
+            "type": "string",
+            "description": "presigned GET link, only when DOWNLOAD_URL_SECONDS is above 0",
+        },
+        "download_url_expires_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "when download_url stops working (sooner if the signing credentials "
+            "expire first)",
+        },
     },
 }
 

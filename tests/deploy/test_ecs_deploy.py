@@ -27,6 +27,7 @@ VALUES = {
     "S3TaskRole.Arn": "arn:aws:iam::123456789012:role/s3task",
     "UploadBucket": "bucket",
     "KeyPrefix": "uploads/",
+    "DownloadUrlSeconds": "0",
     "S3AppLogGroup": "/lp/s3svc",
     "S3ContainerLogGroup": "/lp/s3svc/container",
 }

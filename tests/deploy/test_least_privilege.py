@@ -31,6 +31,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import boto3
@@ -79,6 +80,7 @@ class World:
     other_group: str
     admin: Creds
     s3_role: Creds
+    s3_links_role: Creds  # the S3 task role with download links on (DownloadUrlSeconds > 0)
     sqs_role: Creds
 
 
@@ -210,19 +212,25 @@ def _build_world(url: str) -> World:
     extra = {"SqsTaskRole": {"moto-quirk": moto_quirk_policy(queue_arn)}}
     sts = _boto(url, "sts", admin)
     roles: dict[str, Creds] = {}
-    for logical in ("S3TaskRole", "SqsTaskRole"):
+    # (role name, logical id in the template, parameter values besides the common ones)
+    variants = [
+        ("S3TaskRole", "S3TaskRole", {"DownloadUrlSeconds": "0"}),
+        ("S3TaskRoleLinks", "S3TaskRole", {"DownloadUrlSeconds": "3600"}),
+        ("SqsTaskRole", "SqsTaskRole", {}),
+    ]
+    for role, logical, params in variants:
         props = template["Resources"][logical]["Properties"]
         arn = iam.create_role(
-            RoleName=f"{logical}-{tag}",
+            RoleName=f"{role}-{tag}",
             AssumeRolePolicyDocument=json.dumps(resolve(props["AssumeRolePolicyDocument"], values)),
         )["Role"]["Arn"]
-        policies = role_policies(logical, values, template) | extra.get(logical, {})
+        policies = role_policies(logical, values | params, template) | extra.get(logical, {})
         for name, document in policies.items():
             iam.put_role_policy(
-                RoleName=f"{logical}-{tag}", PolicyName=name, PolicyDocument=json.dumps(document)
+                RoleName=f"{role}-{tag}", PolicyName=name, PolicyDocument=json.dumps(document)
             )
         got = sts.assume_role(RoleArn=arn, RoleSessionName="ecs-task")["Credentials"]
-        roles[logical] = Creds(got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"])
+        roles[role] = Creds(got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"])
 
     # From here on every request is authorised against the caller's policies.
     req = urllib.request.Request(
@@ -244,6 +252,7 @@ def _build_world(url: str) -> World:
         other_group=groups["other"],
         admin=admin,
         s3_role=roles["S3TaskRole"],
+        s3_links_role=roles["S3TaskRoleLinks"],
         sqs_role=roles["SqsTaskRole"],
     )
 
@@ -451,6 +460,51 @@ async def test_s3_role_may_not_read_delete_list_or_leave_the_prefix(world: World
         await admin.delete_object(Bucket=world.bucket, Key="elsewhere/x")
     async with client(world, "sqs", world.s3_role) as sqs:
         await assert_denied(sqs.send_message(QueueUrl=world.queue_url, MessageBody="x"))
+
+
+async def test_download_links_add_reading_under_the_prefix_only(world: World) -> None:
+    """DownloadUrlSeconds > 0 grants GetObject under the prefix, and nothing more: no read
+    elsewhere, no delete, no list. (With links off, GetObject is refused: the test above.)"""
+    inside = f"{KEY_PREFIX}links-{uuid.uuid4().hex[:8]}"
+    async with (
+        client(world, "s3", world.s3_links_role) as role,
+        client(world, "s3", world.admin) as admin,
+    ):
+        await admin.put_object(Bucket=world.bucket, Key="elsewhere/z", Body=b"z")
+        await role.put_object(Bucket=world.bucket, Key=inside, Body=b"xy")
+        got = await role.get_object(Bucket=world.bucket, Key=inside)
+        async with got["Body"] as body:
+            assert await body.read() == b"xy"
+        await assert_denied(role.get_object(Bucket=world.bucket, Key="elsewhere/z"))
+        await assert_denied(role.delete_object(Bucket=world.bucket, Key=inside))
+        await assert_denied(role.list_objects_v2(Bucket=world.bucket, Prefix=KEY_PREFIX))
+        await admin.delete_object(Bucket=world.bucket, Key="elsewhere/z")
+
+
+async def test_s3svc_signs_download_links_as_its_task_role(world: World, tmp_path: Path) -> None:
+    """s3svc with links on, running as the links variant of its role, answers a link signed with
+    that role's session. moto's IAM enforcement reads only the Authorization header, so it
+    answers 500 to any presigned (query-signed) request: the GET the link makes is authorised
+    here as the same role's direct GetObject (the test above), and fetched for real, without
+    IAM, in tests/s3svc/test_downloads.py and tests/e2e/test_devstack.py."""
+    env = service_env(
+        world,
+        world.s3_links_role,
+        tmp_path,
+        BUCKET_NAME=world.bucket,
+        KEY_PREFIX=KEY_PREFIX,
+        DOWNLOAD_URL_SECONDS="3600",
+    )
+    svc = ServiceProcess("s3svc", env, tmp_path / "s3svc.log").start()
+    try:
+        item = await upload(svc, "linked.bin", os.urandom(2000))
+    finally:
+        svc.stop()
+    query = parse_qs(urlsplit(item["download_url"]).query)
+    assert query["X-Amz-Security-Token"] == [world.s3_links_role.token]
+    assert query["X-Amz-Credential"][0].startswith(world.s3_links_role.key + "/")
+    assert query["X-Amz-Expires"] == ["3600"]
+    assert urlsplit(item["download_url"]).path == f"/{world.bucket}/{item['key']}"
 
 
 # -------------------------------------------------------------------------------------- sqssvc

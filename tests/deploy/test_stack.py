@@ -29,6 +29,7 @@ PLACEHOLDERS = {
     "AWS::Region": "eu-west-1",
     "UploadBucket": "bucket",
     "KeyPrefix": "uploads/",
+    "DownloadUrlSeconds": "3600",
     "S3AppLogGroup": "/stack/s3svc",
     "SqsAppLogGroup": "/stack/sqssvc",
     "MessageQueue": "https://sqs.eu-west-1.amazonaws.com/123456789012/queue",
@@ -160,10 +161,17 @@ def test_task_roles_grant_exactly_the_documented_actions() -> None:
             (a, r) for a in ("logs:CreateLogStream", "logs:PutLogEvents") for r in own_logs[group]
         }
 
-    assert _grants(role_policies("S3TaskRole", values, TEMPLATE)) == {
+    upload = {
         ("s3:PutObject", "arn:aws:s3:::b/uploads/*"),
         ("s3:AbortMultipartUpload", "arn:aws:s3:::b/uploads/*"),
-    } | logs("/s")
+    }
+    no_links = values | {"DownloadUrlSeconds": "0"}
+    assert _grants(role_policies("S3TaskRole", no_links, TEMPLATE)) == upload | logs("/s")
+    # Download links on: reading under the prefix too (presigned GETs are authorised as the role).
+    links = values | {"DownloadUrlSeconds": "3600"}
+    assert _grants(role_policies("S3TaskRole", links, TEMPLATE)) == upload | logs("/s") | {
+        ("s3:GetObject", "arn:aws:s3:::b/uploads/*")
+    }
     assert _grants(role_policies("SqsTaskRole", values, TEMPLATE)) == {
         ("sqs:SendMessage", "arn:aws:sqs:r:1:q"),
     } | logs("/q")
@@ -177,6 +185,10 @@ def test_task_roles_are_what_the_task_definitions_use() -> None:
     assert env["CLOUDWATCH_LOG_GROUP"] == {"Ref": "S3AppLogGroup"}
     assert env["BUCKET_NAME"] == {"Ref": "UploadBucket"}
     assert env["KEY_PREFIX"] == {"Ref": "KeyPrefix"}
+    assert env["DOWNLOAD_URL_SECONDS"] == {"Ref": "DownloadUrlSeconds"}
+    assert TEMPLATE["Conditions"]["DownloadLinks"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DownloadUrlSeconds"}, 0]}]
+    }
     env = {e["Name"]: e["Value"] for e in container("sqssvc")["Environment"]}
     assert env["CLOUDWATCH_LOG_GROUP"] == {"Ref": "SqsAppLogGroup"}
     assert env["QUEUE_URL"] == {"Ref": "MessageQueue"}

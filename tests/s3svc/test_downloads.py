@@ -1,0 +1,78 @@
+"""Download links (``DOWNLOAD_URL_SECONDS``): the way back to a stored file.
+
+moto does not enforce a presigned URL's expiry (nor does any emulator this suite runs), so expiry
+is checked as what the link carries (``X-Amz-Expires``, SigV4) and what the answer states.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from s3svc.app import create_app
+from s3svc.config import MIB, S3Settings
+from tests.s3svc.test_upload import form
+
+
+async def upload(aiohttp_client: Callable[..., Any], settings: S3Settings, data: bytes) -> Any:
+    """POST one file to an s3svc built with ``settings``; the stored file's JSON."""
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.post("/s3/upload", data=form(("a.bin", data, "application/octet-stream")))
+    assert resp.status == 201, await resp.text()
+    (item,) = (await resp.json())["files"]
+    return item
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MIB], ids=["single-put", "multipart"])
+async def test_link_returns_the_stored_bytes_and_carries_the_expiry(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings], size: int
+) -> None:
+    """Fetching the link gives back the file; it is SigV4 with the configured lifetime, and the
+    answer says when it ends."""
+    data = os.urandom(size)
+    before = datetime.now(UTC).replace(microsecond=0)
+    item = await upload(aiohttp_client, make_s3_settings(download_url_seconds=900), data)
+    query = parse_qs(urlsplit(item["download_url"]).query)
+    assert query["X-Amz-Expires"] == ["900"]
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    expires = datetime.fromisoformat(item["download_url_expires_at"])
+    assert before + timedelta(seconds=900) <= expires <= datetime.now(UTC) + timedelta(seconds=900)
+    async with aiohttp.ClientSession() as http, http.get(item["download_url"]) as got:
+        assert got.status == 200
+        assert await got.read() == data
+
+
+async def test_links_are_off_by_default(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+) -> None:
+    """Without DOWNLOAD_URL_SECONDS the answer has no link."""
+    item = await upload(aiohttp_client, make_s3_settings(), b"x" * 10)
+    assert "download_url" not in item
+    assert "download_url_expires_at" not in item
+    assert S3Settings.from_env({}).download_url_seconds == 0
+
+
+async def test_link_endpoint_is_where_the_user_reaches_s3(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+) -> None:
+    """DOWNLOAD_URL_ENDPOINT names the host in the link (compose: the host's view of moto)."""
+    settings = make_s3_settings(
+        download_url_seconds=60, download_url_endpoint="http://localhost:5999"
+    )
+    item = await upload(aiohttp_client, settings, b"y" * 10)
+    assert item["download_url"].startswith("http://localhost:5999/")
+
+
+@pytest.mark.parametrize("value", ["-1", "604801", "soon"])
+def test_lifetime_beyond_what_sigv4_allows_is_refused(value: str) -> None:
+    """A presigned URL lives at most 7 days: larger (or nonsense) values stop the start."""
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="DOWNLOAD_URL_SECONDS"):
+        S3Settings.from_env({"DOWNLOAD_URL_SECONDS": value})
