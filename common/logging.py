@@ -22,7 +22,7 @@ from structlog.types import EventDict, Processor, WrappedLogger
 
 from common.config import CommonSettings
 
-# The log schema: every field a line may carry, in one place. The README's table and the saved
+# The log schema: every field a line may carry, in one place. docs/logs.md's table and the saved
 # Logs Insights queries are checked against it by the tests.
 SCHEMA: dict[str, str] = {
     # every line
@@ -289,9 +289,11 @@ def build_formatter(
     ]
     renderer: Processor
     if fmt == "console":
+        # Console lines are for people: the EMF block is noise there, on any copy.
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         tail: list[Processor] = [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_emf,
             renderer,
         ]
     else:

@@ -13,6 +13,7 @@ import structlog
 
 from common.config import AwsSettings
 from common.logging import DirectLogger, build_formatter, configure_logging, get_logger, iso_utc
+from common.metrics import emf
 from tests.conftest import common_settings
 
 
@@ -119,6 +120,21 @@ def test_access_fast_path_in_console_format(capsys: pytest.CaptureFixture[str]) 
     assert "status=201" in out
     assert "route=/demo/x" in out
     assert not out.startswith("{")
+
+
+def test_console_format_hides_the_emf_block(capsys: pytest.CaptureFixture[str]) -> None:
+    """LOG_FORMAT=console (make run's terminal) never prints the EMF directive; JSON does."""
+    line = {
+        "status": 201,
+        "route": "/demo/x",
+        **emf("NS", {"Route": "/demo/x"}, {"Requests": (1, "Count")}),
+    }
+    for fmt in ("console", "json"):
+        configure_logging(common_settings("demo", AwsSettings(), "/demo", log_format=fmt))
+        DirectLogger("common.web").info("request", dict(line))
+        out = capsys.readouterr().out
+        assert "status=201" in out or '"status":201' in out
+        assert ("CloudWatchMetrics" in out) is (fmt == "json"), out
 
 
 def test_access_fast_path_respects_the_level(capsys: pytest.CaptureFixture[str]) -> None:
