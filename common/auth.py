@@ -2,7 +2,7 @@
 document needs ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``.
 
 Only SHA-256 digests of the keys are configured, so a task definition (or a leaked environment)
-never holds a usable key; inject the value from Secrets Manager (see the README). The presented
+never holds a usable key; inject the value from Secrets Manager (see docs/api.md). The presented
 key is hashed and compared with every digest in constant time; it is never logged or echoed.
 """
 

@@ -1,4 +1,4 @@
-"""Saved queries name only documented log fields, and the README documents exactly the schema.
+"""Saved queries name only documented log fields, and docs/logs.md documents exactly the schema.
 
 moto cannot run ``filter``/``stats``, so nothing here claims to validate query semantics; the
 services' own emission of each field is checked in tests/e2e/test_cloudwatch.py.
@@ -47,8 +47,8 @@ def test_parameters_are_filled_and_escaped() -> None:
 
 
 def test_readme_documents_exactly_the_schema() -> None:
-    """The README's log schema table lists every field of SCHEMA, with the same description."""
-    text = (ROOT / "README.md").read_text()
+    """docs/logs.md's log schema table lists every field of SCHEMA, with the same description."""
+    text = (ROOT / "docs" / "logs.md").read_text()
     section = text.split("### Log schema", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", section, re.MULTILINE))
     assert rows == SCHEMA

@@ -92,7 +92,7 @@ async def test_multipart_parts_carry_s3_checksums(client: Client, s3: Any) -> No
         hashlib.sha256(data[i : i + PART]).digest() for i in range(0, len(data), PART)
     )
     composite = base64.b64encode(hashlib.sha256(digests).digest()).decode()
-    # AWS appends "-<parts>"; moto returns the bare composite (DESIGN.md, moto's gaps).
+    # AWS appends "-<parts>"; moto returns the bare composite (docs/design.md, the emulators' gaps).
     assert head["ChecksumSHA256"].split("-")[0] == composite
 
 
