@@ -132,6 +132,18 @@ def _drop_emf(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+def _drop_emf_members(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """The directive and the metric and dimension values it names (``Latency`` repeats
+    ``latency_ms``, ``Route`` repeats ``route``): for a console read by people."""
+    for directive in event.pop("_aws", {}).get("CloudWatchMetrics", []):
+        for metric in directive.get("Metrics", []):
+            event.pop(metric["Name"], None)
+        for dimensions in directive.get("Dimensions", []):
+            for name in dimensions:
+                event.pop(name, None)
+    return event
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, without structlog's per-record copy of the ``LogRecord``.
 
@@ -293,7 +305,7 @@ def build_formatter(
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         tail: list[Processor] = [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _drop_emf,
+            _drop_emf_members,
             renderer,
         ]
     else:

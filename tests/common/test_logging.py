@@ -135,6 +135,9 @@ def test_console_format_hides_the_emf_block(capsys: pytest.CaptureFixture[str]) 
         out = capsys.readouterr().out
         assert "status=201" in out or '"status":201' in out
         assert ("CloudWatchMetrics" in out) is (fmt == "json"), out
+        # Nor the metric and dimension values the directive names (they repeat the fields).
+        assert ("Requests" in out) is (fmt == "json"), out
+        assert ("Route" in out) is (fmt == "json"), out
 
 
 def test_access_fast_path_respects_the_level(capsys: pytest.CaptureFixture[str]) -> None:
