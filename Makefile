@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 PYTEST_ARGS ?=
 
-.PHONY: help install run uploads messages test lint typecheck hadolint deploy-lint pytest bench soak audit clean
+.PHONY: help install run uploads messages logs test lint typecheck hadolint deploy-lint pytest bench soak audit clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -27,8 +27,11 @@ run: $(STAMP) ## emulated AWS (moto) + both services on 127.0.0.1; Ctrl-C stops 
 uploads: $(STAMP) ## list the recent uploads of the running `make run` stack
 	$(PY) -m deploy.peek uploads $(ARGS)
 
-messages: $(STAMP) ## show each local queue's recent messages without consuming them
+messages: $(STAMP) ## show each local queue's oldest 10 messages without consuming them
 	$(PY) -m deploy.peek messages $(ARGS)
+
+logs: $(STAMP) ## the running `make run` stack's log lines of the last 30 minutes (JSON)
+	$(PY) -m deploy.peek logs $(ARGS)
 
 test: lint typecheck hadolint deploy-lint pytest ## every check: lint, types, Dockerfiles, delivery files, the test suite
 

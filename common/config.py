@@ -46,6 +46,7 @@ ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
 _BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+\Z")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9._\[\]:-]+(:\d{1,5})?/?\Z")
 
 
 class ConfigError(Exception):
@@ -260,6 +261,15 @@ class CommonSettings:
         return f"CommonSettings(service={self.service!r}, port={self.port}, api_keys={shown})"
 
 
+def read_endpoint(env: EnvReader, name: str, *, doc: str) -> str | None:
+    """An optional ``http(s)://host[:port]`` endpoint URL; errors accumulate on ``env``."""
+    env.describe(name, "(unset)", "http(s)://host[:port]", doc)
+    endpoint = env.raw(name)
+    if endpoint is not None and not _ENDPOINT_RE.match(endpoint):
+        env.errors.append(f"{name}={endpoint!r} is not valid: expected http(s)://host[:port]")
+    return endpoint
+
+
 def read_aws(env: EnvReader) -> AwsSettings:
     """Read how to reach AWS; errors accumulate on ``env``."""
     env.describe(
@@ -269,13 +279,11 @@ def read_aws(env: EnvReader) -> AwsSettings:
         f"AWS region (else {ENV_AWS_DEFAULT_REGION}, else us-east-1)",
     )
     region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or "us-east-1"
-    endpoint = env.optional(
-        ENV_AWS_ENDPOINT_URL, doc="botocore's own: send every AWS call there (moto, LocalStack)"
+    endpoint = read_endpoint(
+        env,
+        ENV_AWS_ENDPOINT_URL,
+        doc="botocore's own: send every AWS call there (moto, LocalStack)",
     )
-    if endpoint is not None and not re.match(r"^https?://[^\s/]+", endpoint):
-        env.errors.append(
-            f"{ENV_AWS_ENDPOINT_URL}={endpoint!r} is not valid: expected http(s)://host"
-        )
     return AwsSettings(
         region=region,
         endpoint_url=endpoint,

@@ -80,8 +80,15 @@ def relay(name: str, stream: IO[bytes]) -> None:
 
 def start(name: str, args: list[str], env: dict[str, str]) -> Child:
     """Start one process of the stack."""
+    # A session of its own: a terminal's Ctrl-C reaches only the devstack, which then stops
+    # the services before moto (their last CloudWatch flush still has somewhere to go).
     proc = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     threading.Thread(target=relay, args=(name, proc.stdout), daemon=True).start()
@@ -121,11 +128,10 @@ def banner(args: argparse.Namespace, endpoint: str, made: dict[str, str]) -> str
             f"    curl -X POST -H 'Content-Type: application/json' "
             f'-d \'{{"message":"step 1","group_id":"order-42"}}\' '
             f"http://localhost:{fifo}/sqs/send",
-            "  what you stored, without consuming it:",
+            "  what you stored and logged, read without consuming it:",
             f"    make uploads{moto_flag}     # the recent uploads",
             f"    make messages{moto_flag}    # the recent messages of each queue",
-            f"  logs    AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=local "
-            f"AWS_SECRET_ACCESS_KEY=local .venv/bin/python -m common.logs --group {LOG_GROUP} tail",
+            f"    make logs{moto_flag}        # the last 30 minutes of {LOG_GROUP}",
             "Ctrl-C stops everything.",
             "",
         ]

@@ -31,6 +31,8 @@ FAKE_AWS = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
 }
+# The emulator and the services are on loopback: never through a proxy the shell may name.
+LOOPBACK = "127.0.0.1,localhost"
 
 
 def isolate(environ: MutableMapping[str, str]) -> MutableMapping[str, str]:
@@ -42,4 +44,6 @@ def isolate(environ: MutableMapping[str, str]) -> MutableMapping[str, str]:
     for name in [n for n in environ if n.startswith("AWS_")]:
         del environ[name]
     environ.update(FAKE_AWS)
+    for name in ("NO_PROXY", "no_proxy"):
+        environ[name] = ",".join(filter(None, (environ.get(name), LOOPBACK)))
     return environ

@@ -1,12 +1,16 @@
-"""``make uploads`` / ``make messages``: what the local stack stored, read without consuming it.
+"""``make uploads`` / ``make messages`` / ``make logs``: what the local stack stored, read only.
 
     .venv/bin/python -m deploy.peek uploads [--limit 20] [--moto-port 5000]
     .venv/bin/python -m deploy.peek messages [--limit 10] [--moto-port 5000]
+    .venv/bin/python -m deploy.peek logs [--moto-port 5000]
 
-``uploads`` lists the newest objects of the local bucket. ``messages`` shows each local queue's
-messages, oldest first, received with a visibility timeout of 0 so they stay in the queue for the
-next reader (each peek still counts as a receive in ``ApproximateReceiveCount``). For the devstack's
-moto only: it signs with the fake local identity and never reads an AWS profile.
+``logs`` is ``python -m common.logs tail`` of the local log group (the last 30 minutes).
+
+``uploads`` lists the newest objects of the local bucket. ``messages`` shows up to 10 messages of
+each local queue, oldest first: it receives them and at once hands them back (visibility 0), as a
+consumer that gives a message up does, so they stay in the queue, in order, for the next reader
+(each peek still counts in ``ApproximateReceiveCount``). For the devstack's moto only: it signs
+with the fake local identity and never reads an AWS profile.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from deploy.local_env import DEFAULT_MOTO_PORT, REGION, RESOURCES, isolate
+from deploy.local_env import DEFAULT_MOTO_PORT, LOG_GROUP, REGION, RESOURCES, isolate
 
 SQS_RECEIVE_MAX = 10  # messages one ReceiveMessage call can return
 
@@ -57,9 +61,21 @@ def messages(sqs: Any, limit: int, out: TextIO) -> int:
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         ).get("Messages", [])
+        if got:
+            # Hand them back explicitly: a FIFO group stays locked by a receive until then.
+            sqs.change_message_visibility_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for i, m in enumerate(got)
+                ],
+            )
         for msg in got:
             group = msg.get("Attributes", {}).get("MessageGroupId")
-            attrs = {k: v.get("StringValue") for k, v in msg.get("MessageAttributes", {}).items()}
+            attrs = {
+                k: v.get("StringValue", "(binary)")
+                for k, v in msg.get("MessageAttributes", {}).items()
+            }
             extra = (f"  group={group}" if group else "") + (
                 f"  attributes={attrs}" if attrs else ""
             )
@@ -68,21 +84,34 @@ def messages(sqs: Any, limit: int, out: TextIO) -> int:
     return printed
 
 
+def positive(text: str) -> int:
+    """A whole number of at least 1."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(
         prog="python -m deploy.peek", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("what", choices=["uploads", "messages"])
+    parser.add_argument("what", choices=["uploads", "messages", "logs"])
     parser.add_argument(
         "--limit",
-        type=int,
+        type=positive,
         default=None,
         help="how many to show: uploads (default 20), messages per queue (default and most 10)",
     )
     parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
     args = parser.parse_args(argv)
     isolate(os.environ)
+    if args.what == "logs":
+        from common.logs import main as logs_main
+
+        os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{args.moto_port}"
+        return logs_main(["--group", LOG_GROUP, "tail", "--since", "30m"], environ=dict(os.environ))
     try:
         if args.what == "uploads":
             uploads(

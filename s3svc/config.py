@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import CommonSettings, EnvReader, read_common
+from common.config import CommonSettings, EnvReader, read_common, read_endpoint
 
 SERVICE = "s3svc"
 MIB = 1024**2
@@ -166,7 +166,8 @@ class S3Settings:
                 "(in AWS the task role needs s3:GetObject, and a link dies with the role's "
                 "temporary credentials, within hours)",
             ),
-            download_url_endpoint=env.optional(
+            download_url_endpoint=read_endpoint(
+                env,
                 ENV_DOWNLOAD_ENDPOINT,
                 doc="S3 endpoint written into download links, when users reach S3 under another "
                 "name than the service does (default: the service's own)",

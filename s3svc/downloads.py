@@ -9,6 +9,7 @@ working when they expire, whatever ``X-Amz-Expires`` says, so in AWS links last 
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,10 +32,20 @@ class DownloadLinks:
         self._clock = clock
 
     async def for_file(self, stored: StoredFile) -> dict[str, str]:
-        """``download_url`` and ``download_url_expires_at`` (ISO 8601 UTC) for ``stored``."""
-        params = {"Bucket": stored.bucket, "Key": stored.key}
-        if stored.version_id:
-            params["VersionId"] = stored.version_id
+        """``download_url`` and ``download_url_expires_at`` (ISO 8601 UTC) for ``stored``.
+
+        No ``VersionId``: a key is written once (``If-None-Match: *``), so its current version
+        is the stored one, and a versioned GET would need ``s3:GetObjectVersion`` as well. The
+        link makes S3 answer ``Content-Disposition: attachment`` under the original filename, so
+        a browser saves the file instead of rendering whatever type the uploader claimed.
+        """
+        name = stored.filename or stored.key.rsplit("/", 1)[-1]
+        disposition = "attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
+        params = {
+            "Bucket": stored.bucket,
+            "Key": stored.key,
+            "ResponseContentDisposition": disposition,
+        }
         expires = datetime.fromtimestamp(int(self._clock()) + self._seconds, UTC)
         url = await self._client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=self._seconds

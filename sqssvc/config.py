@@ -11,7 +11,7 @@ Every variable, its default and meaning:
   (including those waiting to be retried); beyond either bound a send answers 503 ``overloaded``.
 - ``SQS_ENTRY_MAX_ATTEMPTS`` (5, 1-20): attempts per message when SQS fails an entry with
   ``SenderFault=false``; ``SQS_RETRY_BASE_SECONDS`` (0.05) and ``SQS_RETRY_MAX_SECONDS`` (2.0) shape
-  the full-jitter exponential backoff between them. Whole-call failures are retried by botocore
+  the exponential backoff between them (half of each wait is jittered). Whole-call failures are retried by botocore
   (``AWS_RETRY_MODE``, ``AWS_MAX_ATTEMPTS``), not here.
 - ``SQS_MAX_MESSAGE_BYTES`` (1MiB, 1KiB-1MiB): largest body + attributes accepted; set it to the
   queue's ``MaximumMessageSize`` if that is lower.

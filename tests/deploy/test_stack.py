@@ -187,8 +187,13 @@ def test_task_roles_are_what_the_task_definitions_use() -> None:
     assert env["KEY_PREFIX"] == {"Ref": "KeyPrefix"}
     assert env["DOWNLOAD_URL_SECONDS"] == {"Ref": "DownloadUrlSeconds"}
     assert TEMPLATE["Conditions"]["DownloadLinks"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "DownloadUrlSeconds"}, 0]}]
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DownloadUrlSeconds"}, "0"]}]
     }
+    # Every value the stack offers is one the service accepts, and only "0" turns links off.
+    allowed = TEMPLATE["Parameters"]["DownloadUrlSeconds"]["AllowedValues"]
+    assert [
+        S3Settings.from_env({"DOWNLOAD_URL_SECONDS": v}).download_url_seconds > 0 for v in allowed
+    ] == [v != "0" for v in allowed]
     env = {e["Name"]: e["Value"] for e in container("sqssvc")["Environment"]}
     assert env["CLOUDWATCH_LOG_GROUP"] == {"Ref": "SqsAppLogGroup"}
     assert env["QUEUE_URL"] == {"Ref": "MessageQueue"}

@@ -168,20 +168,46 @@ def test_upload_answer_links_back_to_the_file(devstack: Devstack) -> None:
 
 
 def test_peek_messages_shows_without_consuming(devstack: Devstack) -> None:
-    """``make messages`` shows a message of each queue, and shows it again the next time."""
+    """``make messages`` shows the messages of each queue, shows them again the next time, and
+    leaves a FIFO group's order intact for the next consumer."""
+    import boto3
+
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{devstack.ports['moto']}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    for url in sqs.list_queues()["QueueUrls"]:
+        sqs.purge_queue(QueueUrl=url)  # what other tests sent would crowd the first 10
     marker = f"peek-{time.monotonic_ns()}"
-    for port, extra in (("8081", ""), ("8082", ',"group_id":"g1"')):
+    sends = [("8081", f"{marker}-std", "")] + [
+        ("8082", f"{marker}-step{i}", ',"group_id":"g1"') for i in (1, 2, 3)
+    ]
+    for port, text, extra in sends:
         status, body = devstack.curl(
             "curl -X POST -H 'Content-Type: application/json' "
-            f'-d \'{{"message":"{marker}-{port}"{extra}}}\' http://localhost:{port}/sqs/send'
+            f'-d \'{{"message":"{text}"{extra}}}\' http://localhost:{port}/sqs/send'
         )
         assert status == 200, body
-    first = devstack.peek("messages")
-    second = devstack.peek("messages")
-    for port in ("8081", "8082"):
-        assert f"{marker}-{port}" in first, first
-        assert f"{marker}-{port}" in second, second
-    assert "group=g1" in first
+    for _ in range(3):
+        shown = devstack.peek("messages")
+        for _, text, _ in sends:
+            assert text in shown, shown
+    assert "group=g1" in shown
+    fifo = next(u for u in sqs.list_queues()["QueueUrls"] if u.endswith(".fifo"))
+    got = sqs.receive_message(QueueUrl=fifo, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == [f"{marker}-step{i}" for i in (1, 2, 3)]
+
+
+def test_make_logs_shows_the_services_lines(devstack: Devstack) -> None:
+    """``make logs`` tails the local log group: JSON lines the services shipped."""
+    deadline = time.monotonic() + 30
+    while '"event":"listening"' not in (out := devstack.peek("logs")):
+        assert time.monotonic() < deadline, out
+        time.sleep(1)
+    assert all(line.startswith("{") for line in out.splitlines() if line.strip())
 
 
 def test_banner_names_the_peek_commands(devstack: Devstack) -> None:
@@ -189,6 +215,7 @@ def test_banner_names_the_peek_commands(devstack: Devstack) -> None:
     text = devstack.output.read_text(errors="replace")
     assert "make uploads" in text
     assert "make messages" in text
+    assert "make logs" in text
 
 
 def test_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:

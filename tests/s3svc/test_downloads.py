@@ -46,6 +46,24 @@ async def test_link_returns_the_stored_bytes_and_carries_the_expiry(
     async with aiohttp.ClientSession() as http, http.get(item["download_url"]) as got:
         assert got.status == 200
         assert await got.read() == data
+        # Saved, not rendered, under the name it was uploaded with.
+        assert got.headers["Content-Disposition"] == "attachment; filename*=UTF-8''a.bin"
+
+
+async def test_link_on_a_versioned_bucket_names_no_version(
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    s3: Any,
+    bucket: str,
+) -> None:
+    """The production bucket is versioned: the link still names no version (a versioned GET
+    would need s3:GetObjectVersion too), and returns the stored bytes."""
+    await s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    item = await upload(aiohttp_client, make_s3_settings(download_url_seconds=60), b"v" * 100)
+    assert "version_id" in item
+    assert "versionId" not in parse_qs(urlsplit(item["download_url"]).query)
+    async with aiohttp.ClientSession() as http, http.get(item["download_url"]) as got:
+        assert await got.read() == b"v" * 100
 
 
 async def test_links_are_off_by_default(
@@ -69,10 +87,20 @@ async def test_link_endpoint_is_where_the_user_reaches_s3(
     assert item["download_url"].startswith("http://localhost:5999/")
 
 
-@pytest.mark.parametrize("value", ["-1", "604801", "soon"])
-def test_lifetime_beyond_what_sigv4_allows_is_refused(value: str) -> None:
-    """A presigned URL lives at most 7 days: larger (or nonsense) values stop the start."""
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DOWNLOAD_URL_SECONDS", "-1"),
+        ("DOWNLOAD_URL_SECONDS", "604801"),  # beyond SigV4's 7 days
+        ("DOWNLOAD_URL_SECONDS", "soon"),
+        ("DOWNLOAD_URL_ENDPOINT", "s3.example.com"),
+        ("DOWNLOAD_URL_ENDPOINT", "ftp://x"),
+        ("DOWNLOAD_URL_ENDPOINT", "http://"),
+    ],
+)
+def test_bad_link_settings_stop_the_start(name: str, value: str) -> None:
+    """Refused at start with a message naming the variable, never a traceback per request."""
     from common.config import ConfigError
 
-    with pytest.raises(ConfigError, match="DOWNLOAD_URL_SECONDS"):
-        S3Settings.from_env({"DOWNLOAD_URL_SECONDS": value})
+    with pytest.raises(ConfigError, match=name):
+        S3Settings.from_env({name: value})
