@@ -1,13 +1,18 @@
-"""Shipping log lines to CloudWatch Logs with watchtower, without ever hurting the service.
+"""Shipping lines to CloudWatch Logs with a stock watchtower handler, through its public API.
 
-watchtower sends batches from its own thread. This module adds what a service needs around it:
+watchtower (checked against 3.4.0) sends batches from its own thread, from an unbounded queue.
+What a service needs around it, each done with public interfaces only:
 
-- a bounded queue (watchtower's is unbounded): when CloudWatch is slow or unreachable, lines
-  beyond ``CLOUDWATCH_MAX_QUEUE`` are dropped from the CloudWatch copy and counted; stdout still
-  gets every line;
+- **a bound** (``CLOUDWATCH_MAX_QUEUE``): a ``logging.Filter`` on the handler admits a line only
+  while fewer than that many admitted lines have not yet left in a ``PutLogEvents`` call, counted
+  by a botocore event hook on the client we give watchtower; beyond it lines are dropped from the
+  CloudWatch copy and counted (``dropped``). Should watchtower stop sending through that client,
+  nothing would be counted as sent and shipping would stop after the bound: the delivery tests
+  (``tests/common/test_cloudwatch.py``) would fail;
+- **a sender that outlives failures**: watchtower catches every exception of a send and reports it
+  as a ``WatchtowerWarning`` (a ``py.warnings`` line on stdout, never shipped);
 - a stream name from the ECS task id (task metadata endpoint v4), else ``{service}/{host}/{pid}``;
-- no log group creation unless asked (``CLOUDWATCH_CREATE_GROUP=true``, for local use), and a
-  failure to create it never stops the service;
+- no log group creation unless asked (``CLOUDWATCH_CREATE_GROUP=true``, for local use);
 - a close that runs in its own thread with a deadline, so the last lines are flushed on shutdown
   without blocking the event loop or outliving the grace period.
 """
@@ -15,208 +20,127 @@ watchtower sends batches from its own thread. This module adds what a service ne
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import os
-import queue as queue_module
 import socket
 import sys
 import threading
-import time
 import urllib.request
 from typing import Any, cast
 
 import boto3
-import orjson
 import watchtower
 from botocore.config import Config
+from structlog.types import EventDict
 
 from common.config import CloudWatchSettings, CommonSettings
-from common.logging import EventHandler, JsonFormatter
+from common.logging import render_json
 
 # How long the final flush may take at shutdown: watchtower's own wait, and ours around it.
 FLUSH_TIMEOUT = 4
 CLOSE_TIMEOUT = 5.0
-# How often the sender thread looks for queued lines (it never blocks waiting for one).
-POLL = 0.05
-# Where the PutLogEvents events wait in the request context while botocore serialises the rest.
-_EVENTS = "common.cloudwatch.events"
-# Records from these loggers never go to CloudWatch: they may be about CloudWatch delivery itself,
-# and shipping them could feed back into the handler.
-_EXCLUDED_LOGGERS = ("botocore", "boto3", "urllib3", "watchtower", "py.warnings")
+# Lines about delivery itself are never shipped: shipping them could feed back into the handler.
+EXCLUDED_LOGGERS = ("botocore", "boto3", "urllib3", "watchtower", "py.warnings")
 
 
-class _LineQueue(queue_module.Queue[Any]):
-    """watchtower's per-stream queue, with a lock-free path for lines.
+class Backlog(logging.Filter):
+    """Admits a line while fewer than ``limit`` admitted lines wait to be sent; counts the rest."""
 
-    A line is one ``deque.append`` (atomic in CPython): no lock, no task count, no wake-up of the
-    sender. Only watchtower's FLUSH and END markers go through ``put`` and count as tasks. The
-    sender takes everything in order, so when a marker's task is done, every line queued before
-    it has been submitted: watchtower's ``flush()`` and ``close()`` keep their meaning.
-    """
-
-    queue: collections.deque[Any]
-
-    def add(self, item: Any) -> None:
-        """Queue a line (never blocks)."""
-        self.queue.append(item)
-
-    def take(self) -> Any:
-        """The oldest item, or None when there is none (never blocks)."""
-        try:
-            return self.queue.popleft()
-        except IndexError:
-            return None
-
-    def __len__(self) -> int:
-        return len(self.queue)
-
-
-class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler, EventHandler):
-    """watchtower's handler with a bound on queued lines; ``dropped`` counts what was refused.
-
-    The stream's queue and sender thread start with the handler (watchtower starts them on the
-    first line), so every line after that takes the short path of :meth:`emit`.
-    """
-
-    def __init__(self, *, max_queue: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_queue = max_queue
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.admitted = 0
+        self.sent = 0
         self.dropped = 0
-        self.FLUSH_TIMEOUT = FLUSH_TIMEOUT
-        self.addFilter(lambda record: not record.name.startswith(_EXCLUDED_LOGGERS))
-        self._queue = _LineQueue()
-        stream = self.log_stream_name
-        self.sequence_tokens[stream] = None
-        self.queues[stream] = self._queue
-        thread = threading.Thread(
-            target=self._dequeue_batch,
-            args=(
-                self._queue,
-                stream,
-                self.send_interval,
-                self.max_batch_size,
-                self.max_batch_count,
-            ),
-            name="cloudwatch-sender",
-            daemon=True,
-        )
-        self.threads.append(thread)
-        thread.start()
+        self._last_batch: object = None
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record unless the queue is full (then drop and count it).
-
-        watchtower's ``emit`` without its per-line ``getMessage()`` (``str()`` of the whole event
-        dict, only to refuse empty messages: ours never are) and ``_get_stream_name()`` (a
-        ``str.format`` of a name that has no fields).
-        """
-        if self.shutting_down or self.creating_log_stream:
-            super().emit(record)  # type: ignore[no-untyped-call]
-            return
-        try:
-            message = self.format(record)
-            self._put(int(record.created * 1000), message, len(message.encode()))
-        except Exception:
-            self.handleError(record)
-
-    def emit_event(self, event: dict[str, Any], created: float) -> bool:
-        """Queue an event dict rendered by our ``JsonFormatter`` (no ``LogRecord``, no filters
-        but the excluded loggers)."""
-        formatter = self.formatter
-        if self.shutting_down or not isinstance(formatter, JsonFormatter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        """logging's filter hook: True to let the handler queue the line."""
+        if self.admitted - self.sent >= self.limit:
+            self.dropped += 1
             return False
-        if not str(event.get("logger", "")).startswith(_EXCLUDED_LOGGERS):
-            try:
-                line = formatter.render(event)
-                self._put(int(created * 1000), line.decode(), len(line))
-            except Exception:
-                # The record path reports it through handleError(), as a failing emit() would.
-                return False
+        self.admitted += 1
         return True
 
-    def _put(self, timestamp_ms: int, message: str, size: int) -> None:
-        if len(self._queue) >= self.max_queue:
-            self.dropped += 1
-            return
-        msg = {"timestamp": timestamp_ms, "message": message}
-        if size > self.max_message_size - 2 * self.EXTRA_MSG_PAYLOAD_SIZE:
-            msg = self._truncate(msg, self.max_message_size - self.EXTRA_MSG_PAYLOAD_SIZE)  # type: ignore[no-untyped-call]
-            size = len(msg["message"].encode())
-        self._queue.add((size + self.EXTRA_MSG_PAYLOAD_SIZE, msg))
+    def on_put_log_events(self, params: dict[str, Any], **_: Any) -> None:
+        """botocore's ``provide-client-params`` of PutLogEvents: a batch leaves the queue.
+        watchtower retries a failed batch with the same list, which is counted once."""
+        events = params.get("logEvents")
+        if events is not None and events is not self._last_batch:
+            self._last_batch = events
+            self.sent += len(events)
 
-    def _dequeue_batch(
-        self,
-        my_queue: _LineQueue,
-        stream_name: str,
-        send_interval: float,
-        max_batch_size: int,
-        max_batch_count: int,
+
+class _Handler(watchtower.CloudWatchLogHandler):
+    """watchtower's handler with its public flush deadline (30 s) inside our close deadline: at
+    shutdown it gives up waiting for an unreachable CloudWatch before the grace period ends."""
+
+    FLUSH_TIMEOUT = FLUSH_TIMEOUT
+
+
+class _Message(logging.Formatter):
+    """The record's message is the rendered line already."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+class CloudWatchShipper:
+    """Renders a line (EMF included) and hands it to the watchtower handler."""
+
+    def __init__(
+        self, handler: watchtower.CloudWatchLogHandler, backlog: Backlog, client: Any
     ) -> None:
-        """The sender thread: every POLL seconds take what was queued, send a batch when it is
-        full or ``send_interval`` old, at once on FLUSH and END.
+        self.handler = handler
+        self.backlog = backlog
+        self.client = client  # the boto3 client watchtower sends with (backlog's hook is on it)
+        handler.setFormatter(_Message())
+        handler.addFilter(backlog)
 
-        watchtower's own loop blocks in ``queue.get()`` for every line, so each line logged on the
-        event loop wakes this thread and hands the GIL over: CPU on the request path.
-        """
-        batch: list[dict[str, Any]] = []
-        size = 0
-        deadline = time.monotonic() + send_interval
-        while True:
-            time.sleep(POLL)
-            while (item := my_queue.take()) is not None:
-                if item == self.END or item == self.FLUSH:
-                    self._submit_batch(batch, stream_name)  # type: ignore[no-untyped-call]
-                    batch, size = [], 0
-                    deadline = time.monotonic() + send_interval
-                    my_queue.task_done()
-                    if item == self.END:
-                        return
-                    continue
-                msg_size, msg = item
-                if batch and (size + msg_size > max_batch_size or len(batch) >= max_batch_count):
-                    self._submit_batch(batch, stream_name)  # type: ignore[no-untyped-call]
-                    batch, size = [], 0
-                    deadline = time.monotonic() + send_interval
-                batch.append(msg)
-                size += msg_size
-            if batch and time.monotonic() >= deadline:
-                self._submit_batch(batch, stream_name)  # type: ignore[no-untyped-call]
-                batch, size = [], 0
-                deadline = time.monotonic() + send_interval
-            elif not batch:
-                deadline = time.monotonic() + send_interval
+    @property
+    def dropped(self) -> int:
+        """Lines refused because too many were waiting."""
+        return self.backlog.dropped
 
     def queued(self) -> int:
-        """Lines waiting to be sent (the handler has one stream, so one queue)."""
-        return len(self._queue)
+        """Admitted lines not yet sent."""
+        return self.backlog.admitted - self.backlog.sent
 
+    def ship(self, event: EventDict) -> None:
+        """Queue ``event`` as a JSON line, unless it is about delivery itself or over the bound."""
+        name = str(event.get("logger", ""))
+        if name.startswith(EXCLUDED_LOGGERS):
+            return
+        record = logging.LogRecord(name, logging.INFO, "", 0, "", None, None)
+        try:
+            record.msg = render_json(event).decode()
+        except Exception:
+            self.handler.handleError(record)
+            return
+        self.handler.handle(record)
 
-def _hold_back_events(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    """``before-parameter-build`` of PutLogEvents: keep the events from botocore's serializer,
-    which walks every event in Python (about 3 µs each, holding the GIL the event loop needs)."""
-    events = params.pop("logEvents", None)
-    if events is not None:
-        context[_EVENTS] = events
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """Flush and close in a daemon thread; True if it finished within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
 
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
 
-def _render_events(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    """``before-call`` of PutLogEvents: put the events into the JSON body, rendered by orjson."""
-    events = context.get(_EVENTS)
-    if events is not None:
-        body = json.loads(params["body"] or b"{}")
-        body["logEvents"] = events
-        params["body"] = orjson.dumps(body)
+        def run() -> None:
+            try:
+                self.handler.close()  # type: ignore[no-untyped-call]
+            finally:
+                loop.call_soon_threadsafe(finished)
 
-
-def render_events_with_orjson(client: Any) -> None:
-    """Have ``client`` (CloudWatch Logs) build PutLogEvents bodies with orjson: the same JSON
-    document botocore would send, in C instead of a Python walk over every event."""
-    client.meta.events.register(
-        "before-parameter-build.cloudwatch-logs.PutLogEvents", _hold_back_events
-    )
-    client.meta.events.register("before-call.cloudwatch-logs.PutLogEvents", _render_events)
+        threading.Thread(target=run, name="cloudwatch-close", daemon=True).start()
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 def _ecs_task_id(metadata_uri: str) -> str | None:
@@ -239,8 +163,8 @@ def stream_name(service: str, cw: CloudWatchSettings) -> str:
     return f"{service}/{socket.gethostname()}/{os.getpid()}"
 
 
-def build_handler(settings: CommonSettings) -> BoundedCloudWatchHandler | None:
-    """The CloudWatch handler, built before the event loop starts; None when not configured."""
+def build_shipper(settings: CommonSettings) -> CloudWatchShipper | None:
+    """The CloudWatch shipper, built before the event loop starts; None when not configured."""
     cw = settings.cloudwatch
     if cw is None:
         return None
@@ -254,11 +178,12 @@ def build_handler(settings: CommonSettings) -> BoundedCloudWatchHandler | None:
             retries=cast(Any, {"mode": aws.retry_mode, "total_max_attempts": 2}),
             connect_timeout=aws.connect_timeout,
             read_timeout=aws.read_timeout,
-            # Our own batches are well-formed; botocore's check walks every event in Python.
-            parameter_validation=False,
         ),
     )
-    render_events_with_orjson(client)
+    backlog = Backlog(cw.max_queue)
+    client.meta.events.register(
+        "provide-client-params.cloudwatch-logs.PutLogEvents", backlog.on_put_log_events
+    )
     if cw.create_group:
         try:
             client.create_log_group(logGroupName=cw.log_group)
@@ -268,34 +193,11 @@ def build_handler(settings: CommonSettings) -> BoundedCloudWatchHandler | None:
             print(f"cloudwatch: cannot create log group {cw.log_group}: {exc}", file=sys.stderr)
     # watchtower formats the stream name with str.format; braces must not reach it.
     stream = stream_name(settings.service, cw).replace("{", "(").replace("}", ")")
-    return BoundedCloudWatchHandler(
+    handler = _Handler(
         log_group_name=cw.log_group,
         log_stream_name=stream,
         boto3_client=client,
         create_log_group=False,
-        send_interval=cw.send_interval,
-        max_queue=cw.max_queue,
+        send_interval=cw.send_interval,  # type: ignore[arg-type]  # seconds; a float works
     )
-
-
-async def close_handler(handler: logging.Handler, timeout: float = CLOSE_TIMEOUT) -> bool:
-    """Flush and close in a daemon thread; True if it finished within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def finished() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def run() -> None:
-        try:
-            handler.close()
-        finally:
-            loop.call_soon_threadsafe(finished)
-
-    threading.Thread(target=run, name="cloudwatch-close", daemon=True).start()
-    try:
-        await asyncio.wait_for(done, timeout)
-    except TimeoutError:
-        return False
-    return True
+    return CloudWatchShipper(handler, backlog, client)

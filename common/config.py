@@ -29,6 +29,7 @@ ENV_AWS_READ_TIMEOUT = "AWS_READ_TIMEOUT"
 ENV_AWS_MAX_POOL = "AWS_MAX_POOL_CONNECTIONS"
 ENV_LOG_LEVEL = "LOG_LEVEL"
 ENV_LOG_FORMAT = "LOG_FORMAT"
+ENV_STDOUT_LOG_LEVEL = "STDOUT_LOG_LEVEL"
 ENV_SHUTDOWN_GRACE = "SHUTDOWN_GRACE_SECONDS"
 ENV_APP_VERSION = "APP_VERSION"
 ENV_CW_GROUP = "CLOUDWATCH_LOG_GROUP"
@@ -254,6 +255,8 @@ class CommonSettings:
     body_idle_timeout: float = 30.0
     # SHA-256 hex digests of accepted API keys; empty means no key is required.
     api_keys_sha256: tuple[str, ...] = ()
+    # The lowest level stdout prints; None: log_level (every line).
+    stdout_log_level: str | None = None
 
     def __repr__(self) -> str:
         # Digests are not keys, but there is no reason to print them either.
@@ -375,13 +378,22 @@ def read_common(
             f"{ENV_API_KEYS} holds {len(bad)} value(s) that are not SHA-256 hex digests "
             f"({', '.join(bad)}): put sha256(key) there, never the key itself"
         )
+    log_level = env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS, doc="lowest level logged")
+    stdout_log_level = env.choice(
+        ENV_STDOUT_LOG_LEVEL,
+        log_level,
+        _LOG_LEVELS,
+        doc=f"lowest level stdout prints (default: {ENV_LOG_LEVEL}); with CloudWatch shipping "
+        "every line, warning keeps one ingestion path (the stack sets it)",
+    )
     return CommonSettings(
         service=service,
         version=env.text(ENV_APP_VERSION, _package_version(), doc="version reported by /health"),
         host=env.text(ENV_HOST, "0.0.0.0", doc="address to listen on"),
         port=env.integer(ENV_PORT, default_port, lo=1, hi=65535, doc="port to listen on"),
         base_path=base_path,
-        log_level=env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS, doc="lowest level logged"),
+        log_level=log_level,
+        stdout_log_level=stdout_log_level,
         log_format=env.choice(
             ENV_LOG_FORMAT,
             "json",

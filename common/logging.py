@@ -1,26 +1,39 @@
-"""Structured logging: every line one JSON object on stdout, request fields bound per request.
+"""Structured logging: one renderer for every line, written to stdout and shipped to CloudWatch.
 
-structlog renders both its own events and stdlib records (aiohttp, botocore) through one
-``ProcessorFormatter``, so every line has the same shape whichever library wrote it; the same
-formatter serves any further handler (CloudWatch) attached to the root logger. The access line,
-once per request, takes a shorter way to the same handlers (:class:`DirectLogger`).
+Our own events go through structlog's native filtering bound logger, as structlog's performance
+guide recommends (no stdlib round trip, orjson); records of other libraries (aiohttp, botocore,
+Python warnings) come through the stdlib root logger and structlog's ``ProcessorFormatter``. Both
+chains end in the same :class:`LineWriter`, which renders each copy of a line once and writes it:
+
+- stdout: lines at ``STDOUT_LOG_LEVEL`` and above (default ``LOG_LEVEL``: every line), as JSON,
+  or for people (``LOG_FORMAT=console``, without the EMF fields);
+- CloudWatch (``CLOUDWATCH_LOG_GROUP``): every line, as JSON (:mod:`common.cloudwatch`).
+
+The EMF directive rides on exactly one copy: the shipped one when CloudWatch is on, else stdout's
+JSON. In production stdout carries warnings and above only (the container log group keeps boot
+and crash output) and CloudWatch the full stream, so each line is ingested once.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from common.config import CommonSettings
+
+if TYPE_CHECKING:
+    from common.cloudwatch import CloudWatchShipper
 
 # The log schema: every field a line may carry, in one place. docs/logs.md's table and the saved
 # Logs Insights queries are checked against it by the tests.
@@ -78,6 +91,8 @@ SCHEMA: dict[str, str] = {
 
 # The fields every line carries.
 BASE_FIELDS = ("timestamp", "level", "event", "service", "version", "logger")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+LEVELS |= {"error": logging.ERROR, "critical": logging.CRITICAL}
 
 
 @functools.lru_cache(maxsize=4)
@@ -114,287 +129,219 @@ def _structured_exception(_: WrappedLogger, __: str, event: EventDict) -> EventD
     return event
 
 
-def _static_fields(service: str, version: str) -> Processor:
-    def add(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-        event.setdefault("service", service)
-        event.setdefault("version", version)
-        return event
-
-    return add
-
-
-def _orjson_str(obj: Any, **_: Any) -> str:
-    return orjson.dumps(obj, default=str).decode()
+def render_json(event: EventDict) -> bytes:
+    """The one JSON rendering of a line (no newline). orjson; a value it cannot take (an integer
+    beyond 64 bits, a lone surrogate) falls back to the standard library, never an exception."""
+    try:
+        return orjson.dumps(event, default=str)
+    except TypeError:
+        return json.dumps(event, default=str, ensure_ascii=True).encode()
 
 
-def _drop_emf(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    event.pop("_aws", None)
-    return event
+def without_emf(event: EventDict) -> EventDict:
+    """``event`` without the EMF directive (a copy; ``event`` is left as it is)."""
+    return {k: v for k, v in event.items() if k != "_aws"}
 
 
-def _drop_emf_members(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """The directive and the metric and dimension values it names (``Latency`` repeats
-    ``latency_ms``, ``Route`` repeats ``route``): for a console read by people."""
-    for directive in event.pop("_aws", {}).get("CloudWatchMetrics", []):
-        for metric in directive.get("Metrics", []):
-            event.pop(metric["Name"], None)
-        for dimensions in directive.get("Dimensions", []):
-            for name in dimensions:
-                event.pop(name, None)
-    return event
+def without_emf_members(event: EventDict) -> EventDict:
+    """``event`` without the directive and the metric and dimension values it names (``Latency``
+    repeats ``latency_ms``, ``Route`` repeats ``route``): for a console read by people."""
+    names = {"_aws"}
+    for directive in event.get("_aws", {}).get("CloudWatchMetrics", ()):
+        names.update(m["Name"] for m in directive["Metrics"])
+        names.update(d for dims in directive["Dimensions"] for d in dims)
+    return {k: v for k, v in event.items() if k not in names}
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record, without structlog's per-record copy of the ``LogRecord``.
+class LineWriter:
+    """Where every line ends: one render per copy, stdout and (when on) CloudWatch.
 
-    Our own events (structlog's ``wrap_for_formatter`` left the event dict in ``record.msg``) are
-    rendered here directly: a shallow copy of the event dict (another handler formats the same
-    record), the static fields, flat exception fields, orjson. Records of other libraries go
-    through ``foreign`` (structlog's ``ProcessorFormatter`` with its pre-chain), as before.
+    Writing never raises into the caller: a failing stdout is reported on stderr.
     """
 
     def __init__(
         self,
-        service: str,
-        version: str,
+        stream: IO[str],
         *,
-        emf: bool,
-        foreign: structlog.stdlib.ProcessorFormatter,
+        stdout_level: int,
+        console: bool = False,
+        cloudwatch: CloudWatchShipper | None = None,
     ) -> None:
-        super().__init__()
-        self._service = service
-        self._version = version
-        self._emf = emf
-        self._foreign = foreign
+        self._stream = stream
+        self._binary: IO[bytes] | None = getattr(stream, "buffer", None)
+        self._stdout_level = stdout_level
+        self._console = structlog.dev.ConsoleRenderer(colors=False) if console else None
+        self.cloudwatch = cloudwatch
+        self._lock = threading.Lock()  # lines come from the event loop and from other threads
 
-    def format(self, record: logging.LogRecord) -> str:
-        event = record.msg
-        if not isinstance(event, dict) or not hasattr(record, "_logger"):
-            return self._foreign.format(record)
-        return self.render(dict(event)).decode()
-
-    def render(self, event: dict[str, Any], *, newline: bool = False) -> bytes:
-        """One event dict of ours as a JSON line (``newline``: with its ``\\n``).
-
-        Adds the static fields and flattens ``exc_info`` in place; the EMF directive, when this
-        copy must not carry it, is left out of the output but stays in ``event`` for other
-        handlers.
-        """
-        event.setdefault("service", self._service)
-        event.setdefault("version", self._version)
-        if "exc_info" in event:
-            _structured_exception(None, "", event)
-        option = orjson.OPT_APPEND_NEWLINE if newline else 0
-        if self._emf or "_aws" not in event:
-            return orjson.dumps(event, default=str, option=option)
-        directive = event.pop("_aws")
+    def write(self, event: EventDict) -> None:
+        """Write ``event`` to every copy that takes it."""
+        level = LEVELS.get(event.get("level", "info"), logging.INFO)
+        shipper = self.cloudwatch
+        if shipper is not None:
+            shipper.ship(event)
+        if level < self._stdout_level:
+            return
         try:
-            return orjson.dumps(event, default=str, option=option)
-        finally:
-            event["_aws"] = directive
+            if self._console is not None:
+                self._write_text(self._console(None, "", without_emf_members(event)) + "\n")
+            else:
+                self._write_json(without_emf(event) if shipper is not None else event)
+        except Exception as exc:  # as logging.Handler.handleError: report, never raise
+            print(f"--- logging error: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def _write_json(self, event: EventDict) -> None:
+        line = render_json(event) + b"\n"
+        with self._lock:
+            if self._binary is None:
+                self._stream.write(line.decode())
+                self._stream.flush()
+            else:
+                self._binary.write(line)
+                self._binary.flush()
+
+    def _write_text(self, text: str) -> None:
+        with self._lock:
+            self._stream.write(text)
+            self._stream.flush()
+
+    def processor(self, _: WrappedLogger, __: str, event: EventDict) -> str:
+        """The last processor of the stdlib records' chain: write, hand logging nothing more."""
+        self.write(event)
+        return ""
 
 
-class EventHandler(logging.Handler):
-    """A handler that can also take a finished event dict directly (see :class:`DirectLogger`)."""
+class _Named:
+    """What structlog's bound loggers wrap: a logger name, and the writer under every level."""
 
-    def emit_event(self, event: dict[str, Any], created: float) -> bool:
-        """Write ``event`` (logged at ``created``); False when it needs a ``LogRecord`` instead."""
-        raise NotImplementedError
-
-
-class StdoutHandler(logging.StreamHandler, EventHandler):  # type: ignore[type-arg]
-    """The stdout handler: records as ``StreamHandler`` writes them, event dicts rendered by its
-    ``JsonFormatter`` straight to the stream's bytes; one ``write`` and ``flush`` per line."""
-
-    def emit_event(self, event: dict[str, Any], created: float) -> bool:
-        formatter = self.formatter
-        binary = getattr(self.stream, "buffer", None)
-        if binary is None or self.filters or not isinstance(formatter, JsonFormatter):
-            return False
-        try:
-            line = formatter.render(event, newline=True)
-            with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-                binary.write(line)
-                binary.flush()
-        except Exception:
-            # As a failing emit() would: the record path reports it through handleError().
-            return False
-        return True
-
-
-class DirectLogger:
-    """Info lines from one logger, written straight to the root logger's handlers.
-
-    For the access line, logged once per request: it skips structlog's processor chain, the
-    stdlib ``Logger`` and the ``LogRecord`` (about three quarters of a line's cost), yet the line
-    has the same fields and shape as any other. A handler that cannot take an event dict (a
-    test's capture handler, a console formatter, a handler with filters) gets an ordinary record
-    instead, and so does the whole line when the logger's own configuration (filters, handlers,
-    ``propagate``) has a say.
-    """
-
-    def __init__(self, name: str) -> None:
+    def __init__(self, writer: LineWriter, name: str) -> None:
         self.name = name
-        self._stdlib = logging.getLogger(name)
+        self._writer = writer
 
-    def enabled(self) -> bool:
-        """Whether an info line of this logger would be written at all."""
-        return self._stdlib.isEnabledFor(logging.INFO)
+    def __call__(self, event: EventDict) -> None:
+        self._writer.write(event)
 
-    def info(self, event: str, fields: dict[str, Any]) -> None:
-        """Log ``event`` with ``fields`` and the bound request context, at info level."""
-        if not self._stdlib.isEnabledFor(logging.INFO):
-            return
-        created = time.time()
-        ed = structlog.contextvars.get_contextvars()
-        ed.update(fields)
-        ed["event"] = event
-        ed["level"] = "info"
-        ed["logger"] = self.name
-        ed["timestamp"] = iso_utc(created)
-        if not self._root_only():
-            self._stdlib.handle(self._record(ed, created))
-            return
-        record: logging.LogRecord | None = None
-        for handler in logging.root.handlers:
-            if handler.level > logging.INFO:
-                continue
-            if isinstance(handler, EventHandler) and handler.emit_event(ed, created):
-                continue
-            if record is None:
-                record = self._record(ed, created)
-            handler.handle(record)
-
-    def _root_only(self) -> bool:
-        """True when the line would reach the root logger's handlers and no others: no filter,
-        handler or ``propagate = False`` on the way (else the stdlib decides, with a record)."""
-        logger: logging.Logger | None = self._stdlib
-        while logger is not None and logger is not logging.root:
-            if logger.filters or logger.handlers or not logger.propagate:
-                return False
-            logger = logger.parent
-        return True
-
-    def _record(self, event: dict[str, Any], created: float) -> logging.LogRecord:
-        # What structlog's ``wrap_for_formatter`` would have handed the stdlib logger.
-        record = self._stdlib.makeRecord(self.name, logging.INFO, "", 0, event, (), None)
-        record.created = created
-        record._logger = self._stdlib
-        record._name = "info"
-        return record
+    msg = debug = info = warning = warn = error = err = critical = exception = fatal = __call__
 
 
-def build_formatter(
-    service: str, version: str, fmt: str = "json", *, emf: bool = True
-) -> logging.Formatter:
-    """The formatter of a handler (stdout, CloudWatch).
+def _logger_name(logger: WrappedLogger, _: str, event: EventDict) -> EventDict:
+    event.setdefault("logger", logger.name)
+    return event
 
-    ``emf=False`` drops the EMF directive, so that only one copy of a line (the one shipped to
-    CloudWatch) turns into metrics, never both.
-    """
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.ExtraAdder(),
-        _timestamp,
-    ]
-    renderer: Processor
-    if fmt == "console":
-        # Console lines are for people: the EMF block is noise there, on any copy.
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
-        tail: list[Processor] = [
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _drop_emf_members,
-            renderer,
-        ]
-    else:
-        renderer = structlog.processors.JSONRenderer(serializer=_orjson_str)
-        tail = [
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _static_fields(service, version),
-            _structured_exception,
-        ]
-        if not emf:
-            tail.append(_drop_emf)
-        tail.append(renderer)
-        foreign = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=tail)
-        return JsonFormatter(service, version, emf=emf, foreign=foreign)
-    return structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=tail)
+
+def _to_writer(
+    _: WrappedLogger, __: str, event: EventDict
+) -> tuple[tuple[EventDict], dict[str, Any]]:
+    """The last processor of our own chain: the event dict goes to the writer whole."""
+    return (event,), {}
+
+
+class _ForeignRecords(logging.Handler):
+    """The root logger's one handler: records of other libraries, through structlog's
+    ``ProcessorFormatter`` (the formatter's last processor writes the line)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.format(record)
+        except Exception:
+            self.handleError(record)
+
+
+def _chain(service: str, version: str) -> list[Processor]:
+    """The processors both chains share, after each has its level and logger name."""
+
+    def static(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+        event.setdefault("service", service)
+        event.setdefault("version", version)
+        return event
+
+    return [structlog.contextvars.merge_contextvars, _timestamp, static, _structured_exception]
 
 
 @dataclass
 class LogShipping:
-    """The handlers logging writes to; ``cloudwatch`` is None unless CLOUDWATCH_LOG_GROUP is set."""
+    """What logging writes to; ``cloudwatch`` is None unless CLOUDWATCH_LOG_GROUP is set."""
 
-    stdout: logging.Handler
-    cloudwatch: Any = None
+    writer: LineWriter
+    cloudwatch: CloudWatchShipper | None = None
 
     async def close(self) -> None:
         """Flush CloudWatch off the event loop, bounded in time: the last step of shutdown."""
-        if self.cloudwatch is not None:
-            from common.cloudwatch import close_handler
-
-            in_time = await close_handler(self.cloudwatch)
-            # Closed handlers must not receive lines (watchtower warns on each one).
-            logging.getLogger().removeHandler(self.cloudwatch)
-            get_logger("common.logging").info(
-                "log_shipping_closed",
-                in_time=in_time,
-                dropped=self.cloudwatch.dropped,
-                undelivered=self.cloudwatch.queued(),
-            )
+        shipper = self.cloudwatch
+        if shipper is None:
+            return
+        # Lines from here on go to stdout only: a closing watchtower refuses them (with a warning).
+        self.writer.cloudwatch = None
+        in_time = await shipper.close()
+        lost = shipper.dropped or shipper.queued()
+        # Only stdout hears this; in production it prints warnings only, so say losses there.
+        (get_logger("common.logging").warning if lost else get_logger("common.logging").info)(
+            "log_shipping_closed",
+            in_time=in_time,
+            dropped=shipper.dropped,
+            undelivered=shipper.queued(),
+        )
 
 
 def configure_logging(settings: CommonSettings) -> LogShipping:
-    """Configure structlog and the stdlib root logger: every line to stdout, and to CloudWatch
-    when configured. Called once at process start, before the event loop runs."""
-    level = getattr(logging, settings.log_level.upper())
-    # No line shows where it was logged from, nor thread or process: spare every record the
-    # frame walk and lookups (the logging docs' "Optimization" switches).
+    """Configure structlog and the stdlib root logger: every line to stdout (from
+    ``STDOUT_LOG_LEVEL``), and to CloudWatch when configured. Called once at process start,
+    before the event loop runs."""
+    from common.cloudwatch import build_shipper
+
+    level = LEVELS[settings.log_level]
+    # No line shows where it was logged from, nor thread or process: spare every record (other
+    # libraries' and the CloudWatch copy's) the frame walk and lookups (the logging docs'
+    # "Optimization" switches).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.filter_by_level,
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            _timestamp,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+    shipper = build_shipper(settings)
+    writer = LineWriter(
+        sys.stdout,
+        stdout_level=LEVELS[settings.stdout_log_level or settings.log_level],
+        console=settings.log_format == "console",
+        cloudwatch=shipper,
     )
-    from common.cloudwatch import build_handler
-
-    cloudwatch = build_handler(settings)
-    handler = StdoutHandler(sys.stdout)
-    handler.setFormatter(
-        build_formatter(
-            settings.service, settings.version, settings.log_format, emf=cloudwatch is None
+    shared = _chain(settings.service, settings.version)
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, _logger_name, *shared, _to_writer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=functools.lru_cache(maxsize=None)(lambda name="": _Named(writer, name)),
+        # Module-level loggers stay lazy (a test may configure logging again); the access line's
+        # logger is bound once per app instead (common.web).
+        cache_logger_on_first_use=False,
+    )
+    foreign = _ForeignRecords()
+    foreign.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *shared,
+                writer.processor,
+            ],
         )
     )
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    if cloudwatch is not None:
-        cloudwatch.setFormatter(build_formatter(settings.service, settings.version, "json"))
-        root.addHandler(cloudwatch)
+    root.handlers[:] = [foreign]
     root.setLevel(level)
     # Library chatter below WARNING is noise in production logs.
     for name in ("botocore", "aiobotocore", "urllib3", "asyncio"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
-    # Python warnings (watchtower reports delivery failures as warnings) become JSON lines too.
+    # Python warnings (watchtower reports delivery failures as warnings) become lines too.
     logging.captureWarnings(True)
     # Our middleware writes the access line; aiohttp's own would duplicate it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return LogShipping(stdout=handler, cloudwatch=cloudwatch)
+    return LogShipping(writer=writer, cloudwatch=shipper)
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A structlog logger; request fields are merged in from contextvars."""
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A structlog logger named ``name``; request fields are merged in from contextvars."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
     return logger

@@ -12,7 +12,6 @@ Limits (EMF spec): at most 100 metrics per directive and 30 dimensions per dimen
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
 from typing import Any
@@ -46,9 +45,9 @@ def _directive(
     dimension_sets: tuple[tuple[str, ...], ...],
     dimension_names: tuple[str, ...],
     metric_units: tuple[tuple[str, str], ...],
-) -> list[dict[str, Any]]:
-    """The ``CloudWatchMetrics`` list, validated once per distinct shape and then reused: routes
-    and metric names are few, and the access line of every request carries one (never mutated)."""
+) -> tuple[dict[str, Any], ...]:
+    """The ``CloudWatchMetrics`` value, validated once per distinct shape and then shared by every
+    line of that shape (routes and metric names are few). Tuples, so no caller can change it."""
     if len(metric_units) > MAX_METRICS:
         raise ValueError(f"{len(metric_units)} metrics in one EMF document (max {MAX_METRICS})")
     for dims in dimension_sets:
@@ -57,13 +56,13 @@ def _directive(
         missing = [d for d in dims if d not in dimension_names]
         if missing:
             raise ValueError(f"dimension set names {missing}, which have no value")
-    return [
+    return (
         {
             "Namespace": namespace,
-            "Dimensions": [list(dims) for dims in dimension_sets],
-            "Metrics": [{"Name": name, "Unit": unit} for name, unit in metric_units],
-        }
-    ]
+            "Dimensions": dimension_sets,
+            "Metrics": tuple({"Name": name, "Unit": unit} for name, unit in metric_units),
+        },
+    )
 
 
 def emf(
@@ -71,14 +70,15 @@ def emf(
     dimensions: dict[str, str],
     metrics: Metrics,
     *,
-    dimension_sets: list[list[str]] | None = None,
+    dimension_sets: tuple[tuple[str, ...], ...] | None = None,
     timestamp_ms: int | None = None,
 ) -> dict[str, Any]:
     """The fields that make a log line an EMF document: the directive, dimension and metric values.
 
-    ``dimension_sets`` defaults to one set of all ``dimensions``; each set is its own metric series.
+    The one builder of EMF documents. ``dimension_sets`` defaults to one set of all
+    ``dimensions``; each set is its own metric series.
     """
-    sets = tuple(map(tuple, dimension_sets)) if dimension_sets else (tuple(dimensions),)
+    sets = dimension_sets or (tuple(dimensions),)
     directive = _directive(
         namespace,
         sets,
@@ -88,8 +88,7 @@ def emf(
     fields: dict[str, Any] = {
         "_aws": {
             "Timestamp": timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
-            # A copy: the caller may change its document; the cached directive must not change.
-            "CloudWatchMetrics": copy.deepcopy(directive),
+            "CloudWatchMetrics": directive,
         }
     }
     fields.update(dimensions)
@@ -98,41 +97,23 @@ def emf(
     return fields
 
 
-# The request metrics' dimension sets and units; the handler's own metrics follow them.
+# The request metrics' dimension sets: by service and route, and by service alone.
 _REQUEST_SETS = (("Service", "Route"), ("Service",))
-_REQUEST_UNITS = (
-    ("Latency", MILLISECONDS),
-    ("Requests", COUNT),
-    ("Errors4xx", COUNT),
-    ("Errors5xx", COUNT),
-)
-_BUILT_IN = frozenset(name for name, _ in _REQUEST_UNITS)
 
 
 def request_metrics(
     namespace: str, service: str, route: str, status: int, latency_ms: float, extra: Metrics
 ) -> dict[str, Any]:
     """EMF fields for one request's access line: ``Latency``, ``Requests``, ``Errors4xx``,
-    ``Errors5xx`` by (``Service``, ``Route``) and by ``Service``, plus ``extra``.
-
-    The same document :func:`emf` would build, without rebuilding the directive for every request:
-    the directive is shared between access lines, so callers must not change it.
-    """
-    units: tuple[tuple[str, str], ...] = _REQUEST_UNITS
-    if extra:
-        units += tuple((name, unit) for name, (_, unit) in extra.items() if name not in _BUILT_IN)
-    fields: dict[str, Any] = {
-        "_aws": {
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": _directive(namespace, _REQUEST_SETS, _REQUEST_SETS[0], units),
-        },
-        "Service": service,
-        "Route": route,
-        "Latency": latency_ms,
-        "Requests": 1,
-        "Errors4xx": 1 if 400 <= status < 500 else 0,
-        "Errors5xx": 1 if status >= 500 else 0,
+    ``Errors5xx`` by (``Service``, ``Route``) and by ``Service``, plus ``extra`` (what the
+    handler added with :func:`add_metric`)."""
+    metrics: Metrics = {
+        "Latency": (latency_ms, MILLISECONDS),
+        "Requests": (1, COUNT),
+        "Errors4xx": (1 if 400 <= status < 500 else 0, COUNT),
+        "Errors5xx": (1 if status >= 500 else 0, COUNT),
     }
-    for name, (value, _) in extra.items():
-        fields[name] = value
-    return fields
+    metrics.update(extra)
+    return emf(
+        namespace, {"Service": service, "Route": route}, metrics, dimension_sets=_REQUEST_SETS
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import re
 import signal
 import sys
@@ -28,17 +29,16 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
+from structlog.typing import FilteringBoundLogger
 
 from common.auth import auth_middleware
 from common.config import CommonSettings
 from common.errors import PayloadTooLarge, RequestTimeout, ServiceError
-from common.logging import DirectLogger, LogShipping, get_logger
+from common.logging import LogShipping, get_logger
 from common.metrics import REQUEST_METRICS, request_metrics
 
 T = TypeVar("T")
 log = get_logger("common.web")
-# The access line takes the fast path (see DirectLogger); same logger name, same line shape.
-access_log = DirectLogger("common.web")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TRACE_HEADER = "X-Amzn-Trace-Id"
@@ -108,6 +108,9 @@ READINESS: web.AppKey[ReadinessCheck] = web.AppKey("readiness", ReadinessCheck) 
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 SHUTTING_DOWN: web.AppKey[asyncio.Event] = web.AppKey("shutting_down", asyncio.Event)
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
+# The access line's logger, bound once when the app is built (after logging is configured): the
+# one log call of every request skips the lazy proxy's per-call assembly.
+ACCESS_LOG: web.AppKey[FilteringBoundLogger] = web.AppKey("access_log")
 
 # Codes for errors aiohttp raises itself (router, body limits), so every error body is alike.
 _HTTP_CODES = {
@@ -232,7 +235,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         in_flight.exit()
         if response is not None and not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
-        if access_log.enabled():
+        if app[ACCESS_LOG].is_enabled_for(logging.INFO):
             _log_access(request, response, status, started)
 
 
@@ -273,7 +276,7 @@ def _log_access(
                 request.get(REQUEST_METRICS, {}),
             )
         )
-    access_log.info("request", fields)
+    request.app[ACCESS_LOG].info("request", **fields)
 
 
 @web.middleware
@@ -362,6 +365,7 @@ def create_base_app(
     app[READINESS] = readiness
     app[SHUTTING_DOWN] = asyncio.Event()
     app[IN_FLIGHT] = InFlight()
+    app[ACCESS_LOG] = get_logger("common.web").bind()
     app.router.add_get("/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/ready", _ready, allow_head=True)

@@ -77,6 +77,9 @@ def test_task_environment_is_valid_for_the_service(service: str) -> None:
     except ConfigError as exc:
         pytest.fail(f"{service} task environment is invalid: {exc}")
     assert settings.common.cloudwatch is not None, "CLOUDWATCH_LOG_GROUP must be set"
+    # One ingestion path: watchtower ships every line, stdout (awslogs) warnings and above.
+    assert settings.common.stdout_log_level == "warning"
+    assert settings.common.log_level == "info"
     assert settings.common.port == container(service)["PortMappings"][0]["ContainerPort"]
 
 
