@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.aws import RETRYABLE_CODES, is_transient
-from common.errors import Unavailable
+from common.errors import CircuitOpen
 from common.logging import get_logger
 
 log = get_logger("common.breaker")
@@ -61,7 +61,7 @@ class CircuitBreaker:
         return max(1, math.ceil(left))
 
     def before_call(self) -> None:
-        """Raise Unavailable if the call must not be made now."""
+        """Raise CircuitOpen if the call must not be made now."""
         if self.threshold <= 0:
             return
         state = self.state
@@ -75,9 +75,8 @@ class CircuitBreaker:
         if state == HALF_OPEN and not trial_busy:
             self._trial_started = now
             return
-        raise Unavailable(
+        raise CircuitOpen(
             f"{self.name} is failing; not calling it for a few seconds (circuit open)",
-            code="backend_unavailable",
             retry_after=self.retry_after(),
         )
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from importlib import metadata
+from types import SimpleNamespace
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -201,6 +202,12 @@ class EnvReader:
             raise ConfigError(self.errors)
 
 
+def defaults(cls: type) -> SimpleNamespace:
+    """The defaults a settings dataclass declares, by field name: each setting's default is
+    written once, on its field, and the readers below take it from there."""
+    return SimpleNamespace(**{f.name: f.default for f in fields(cls) if f.default is not MISSING})
+
+
 def _package_version() -> str:
     try:
         return metadata.version("aws-upload-messaging")
@@ -275,13 +282,14 @@ def read_endpoint(env: EnvReader, name: str, *, doc: str) -> str | None:
 
 def read_aws(env: EnvReader) -> AwsSettings:
     """Read how to reach AWS; errors accumulate on ``env``."""
+    aws_d = defaults(AwsSettings)
     env.describe(
         ENV_AWS_REGION,
-        "us-east-1",
+        aws_d.region,
         "a region name",
         f"AWS region (else {ENV_AWS_DEFAULT_REGION}, else us-east-1)",
     )
-    region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or "us-east-1"
+    region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or aws_d.region
     endpoint = read_endpoint(
         env,
         ENV_AWS_ENDPOINT_URL,
@@ -291,29 +299,52 @@ def read_aws(env: EnvReader) -> AwsSettings:
         region=region,
         endpoint_url=endpoint,
         retry_mode=env.choice(
-            ENV_AWS_RETRY_MODE, "standard", ("standard", "adaptive"), doc="botocore retry mode"
+            ENV_AWS_RETRY_MODE,
+            aws_d.retry_mode,
+            ("standard", "adaptive"),
+            doc="botocore retry mode",
         ),
         max_attempts=env.integer(
-            ENV_AWS_MAX_ATTEMPTS, 3, lo=1, hi=10, doc="attempts per AWS call, the first included"
+            ENV_AWS_MAX_ATTEMPTS,
+            aws_d.max_attempts,
+            lo=1,
+            hi=10,
+            doc="attempts per AWS call, the first included",
         ),
         connect_timeout=env.number(
-            ENV_AWS_CONNECT_TIMEOUT, 2.0, lo=0.1, hi=60.0, doc="seconds to connect to AWS"
+            ENV_AWS_CONNECT_TIMEOUT,
+            aws_d.connect_timeout,
+            lo=0.1,
+            hi=60.0,
+            doc="seconds to connect to AWS",
         ),
         read_timeout=env.number(
-            ENV_AWS_READ_TIMEOUT, 10.0, lo=0.1, hi=900.0, doc="seconds to wait for AWS's answer"
+            ENV_AWS_READ_TIMEOUT,
+            aws_d.read_timeout,
+            lo=0.1,
+            hi=900.0,
+            doc="seconds to wait for AWS's answer",
         ),
         max_pool_connections=env.integer(
-            ENV_AWS_MAX_POOL, 50, lo=1, hi=1000, doc="connections kept open to AWS"
+            ENV_AWS_MAX_POOL,
+            aws_d.max_pool_connections,
+            lo=1,
+            hi=1000,
+            doc="connections kept open to AWS",
         ),
         breaker_threshold=env.integer(
             ENV_BREAKER_THRESHOLD,
-            5,
+            aws_d.breaker_threshold,
             lo=0,
             hi=1000,
             doc="consecutive AWS failures that open the circuit (fail fast with 503); 0 = never",
         ),
         breaker_reset_seconds=env.number(
-            ENV_BREAKER_RESET, 5.0, lo=0.1, hi=600.0, doc="seconds the circuit stays open"
+            ENV_BREAKER_RESET,
+            aws_d.breaker_reset_seconds,
+            lo=0.1,
+            hi=600.0,
+            doc="seconds the circuit stays open",
         ),
     )
 
@@ -322,6 +353,7 @@ def read_common(
     env: EnvReader, *, service: str, default_port: int, default_base: str
 ) -> CommonSettings:
     """Read the shared settings; errors accumulate on ``env``."""
+    common_d, cw_d = defaults(CommonSettings), defaults(CloudWatchSettings)
     base_path = env.text(
         ENV_BASE_PATH, default_base, doc="path prefix of every route (the ALB routes it here)"
     ).rstrip("/")
@@ -334,17 +366,23 @@ def read_common(
     # Every CloudWatch variable is read (and so documented) whether or not shipping is on.
     log_group = env.optional(ENV_CW_GROUP, doc="ship log lines to this CloudWatch log group")
     create_group = env.flag(
-        ENV_CW_CREATE, False, doc="create the log group if missing (local only; needs permission)"
+        ENV_CW_CREATE,
+        cw_d.create_group,
+        doc="create the log group if missing (local only; needs permission)",
     )
     stream_name = env.optional(
         ENV_CW_STREAM, doc="log stream name (default: the ECS task id, else host and pid)"
     )
     send_interval = env.number(
-        ENV_CW_INTERVAL, 2.0, lo=0.1, hi=5.0, doc="seconds between CloudWatch batches"
+        ENV_CW_INTERVAL,
+        cw_d.send_interval,
+        lo=0.1,
+        hi=5.0,
+        doc="seconds between CloudWatch batches",
     )
     max_queue = env.integer(
         ENV_CW_MAX_QUEUE,
-        10_000,
+        cw_d.max_queue,
         lo=10,
         hi=1_000_000,
         doc="lines held while CloudWatch is unreachable; beyond it lines are dropped and counted",
@@ -409,14 +447,14 @@ def read_common(
         ),
         aws=read_aws(env),
         cloudwatch=cloudwatch,
-        metrics=env.flag(ENV_METRICS, True, doc="EMF metrics on the access line"),
+        metrics=env.flag(ENV_METRICS, common_d.metrics, doc="EMF metrics on the access line"),
         metrics_namespace=env.text(
-            ENV_METRICS_NAMESPACE, "UploadMessaging", doc="CloudWatch metrics namespace"
+            ENV_METRICS_NAMESPACE, common_d.metrics_namespace, doc="CloudWatch metrics namespace"
         ),
         api_keys_sha256=digests,
         body_idle_timeout=env.number(
             ENV_BODY_TIMEOUT,
-            30.0,
+            common_d.body_idle_timeout,
             lo=0.1,
             hi=3600.0,
             doc="seconds a request body may go without a byte before the request is given up",

@@ -96,6 +96,12 @@ class Unavailable(ServiceError):
         super().__init__(message, code=code, retry_after=retry_after)
 
 
+class CircuitOpen(Unavailable):
+    """503: the circuit breaker refused a call before it reached AWS (nothing was sent)."""
+
+    code = "backend_unavailable"
+
+
 class BackendError(ServiceError):
     """502: AWS answered with an error that retrying the same request will not fix."""
 

@@ -207,9 +207,7 @@ async def readiness(app: web.Application) -> str | None:
             await app[S3_CLIENT].abort_multipart_upload(
                 Bucket=bucket, Key=f"{settings.key_prefix}.ready-probe", UploadId="ready-probe"
             )
-        except ServiceError as exc:
-            return exc.message  # the breaker refused the probe
-        except Exception as exc:
+        except Exception as exc:  # the breaker never refuses an abort (ALWAYS_ATTEMPTED)
             code = aws_error_code(exc)
             if code != "NoSuchUpload":
                 return f"S3 bucket not usable: {code or type(exc).__name__}"

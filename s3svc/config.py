@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import CommonSettings, EnvReader, read_common, read_endpoint
+from common.config import CommonSettings, EnvReader, defaults, read_common, read_endpoint
 
 SERVICE = "s3svc"
 MIB = 1024**2
@@ -76,12 +76,13 @@ class S3Settings:
     @classmethod
     def read(cls, env: EnvReader) -> S3Settings:
         """Read every variable (errors accumulate on ``env``)."""
+        d = defaults(cls)
         common = read_common(env, service=SERVICE, default_port=8080, default_base="/s3")
         bucket = env.optional(
             ENV_BUCKET, doc="the upload bucket; unset: local-safe mode (uploads answer 503)"
         )
         prefix = env.text(
-            ENV_KEY_PREFIX, "uploads/", doc="prefix of every stored key (the task role's scope)"
+            ENV_KEY_PREFIX, d.key_prefix, doc="prefix of every stored key (the task role's scope)"
         )
         if prefix and not prefix.endswith("/"):
             prefix += "/"
@@ -112,21 +113,21 @@ class S3Settings:
             env.errors.append(f"{ENV_KMS_KEY} is set but {ENV_SSE} is not aws:kms")
         part_size = env.size(
             ENV_PART_SIZE,
-            8 * MIB,
+            d.part_size,
             lo=MIN_PART_SIZE,
             hi=MAX_PART_SIZE,
             doc="multipart part size; files smaller than one part are one PutObject",
         )
         budget = env.size(
             ENV_MEMORY_BUDGET,
-            256 * MIB,
+            d.memory_budget,
             lo=MIN_PART_SIZE,
             hi=64 * GIB,
             doc="bytes of parts all uploads of the process may hold at once (backpressure)",
         )
         max_upload = env.size(
             ENV_MAX_UPLOAD,
-            5 * GIB,
+            d.max_upload_bytes,
             lo=1,
             hi=5 * 1024 * GIB,
             doc="most file bytes one request may carry (a larger Content-Length, beyond 16 KiB of "
@@ -149,17 +150,23 @@ class S3Settings:
             key_prefix=prefix,
             part_size=part_size,
             max_inflight_parts=env.integer(
-                ENV_MAX_INFLIGHT, 3, lo=1, hi=64, doc="parts of one upload sent to S3 at once"
+                ENV_MAX_INFLIGHT,
+                d.max_inflight_parts,
+                lo=1,
+                hi=64,
+                doc="parts of one upload sent to S3 at once",
             ),
             memory_budget=budget,
             max_upload_bytes=max_upload,
-            max_files=env.integer(ENV_MAX_FILES, 10, lo=1, hi=1000, doc="files per request"),
+            max_files=env.integer(
+                ENV_MAX_FILES, d.max_files, lo=1, hi=1000, doc="files per request"
+            ),
             allowed_content_types=types,
             sse=sse,
             sse_kms_key_id=kms_key,
             download_url_seconds=env.integer(
                 ENV_DOWNLOAD_SECONDS,
-                0,
+                d.download_url_seconds,
                 lo=0,
                 hi=MAX_PRESIGN_SECONDS,
                 doc="give each stored file a presigned download link valid this long; 0 = off "

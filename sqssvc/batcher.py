@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.aws import aws_error_code, is_aws_failure, is_transient, to_service_error
-from common.errors import BackendError, ServiceError, Unavailable, Unprocessable
+from common.errors import BackendError, CircuitOpen, ServiceError, Unavailable, Unprocessable
 from common.logging import get_logger
 from common.metrics import COUNT, emf
-from sqssvc.config import SQS_BATCH_LIMIT, SQS_MAX_BATCH_BYTES, SqsSettings
+from sqssvc.config import SQS_MAX_BATCH_BYTES, SqsSettings
 from sqssvc.messages import OutgoingMessage
 
 log = get_logger("sqssvc.batcher")
@@ -81,20 +81,21 @@ class SendResult:
 
 @dataclass(frozen=True, slots=True)
 class BatcherConfig:
-    """The batcher's bounds; ``from_settings`` maps the service settings onto them."""
+    """The batcher's bounds, taken from the service settings (``from_settings``): the settings
+    hold every default, so none is written here."""
 
-    fifo: bool = False
-    max_batch: int = SQS_BATCH_LIMIT
-    max_batch_bytes: int = SQS_MAX_BATCH_BYTES
-    max_in_flight: int = 4
-    max_pending: int = 1000
-    max_pending_bytes: int = 64 * 1024**2
-    max_attempts: int = 5
-    retry_base: float = 0.05
-    retry_cap: float = 2.0
+    fifo: bool
+    max_batch: int
+    max_in_flight: int
+    max_pending: int
+    max_pending_bytes: int
+    max_attempts: int
+    retry_base: float
+    retry_cap: float
     # Where the batch_sent line's EMF metrics go; None: no metrics.
-    metrics_namespace: str | None = None
-    service: str = "sqssvc"
+    metrics_namespace: str | None
+    service: str
+    max_batch_bytes: int = SQS_MAX_BATCH_BYTES  # SQS's own limit, not a setting
 
     @classmethod
     def from_settings(cls, settings: SqsSettings) -> BatcherConfig:
@@ -520,8 +521,8 @@ class Batcher:
             text = str(getattr(exc, "response", {}).get("Error", {}).get("Message", ""))
             self._fail(batch[0], _rejected(code, text))
             return
-        if isinstance(exc, ServiceError):
-            # Refused before reaching SQS (the circuit breaker): nothing was sent.
+        if isinstance(exc, CircuitOpen):
+            # Refused before reaching SQS: nothing was sent.
             for entry in batch:
                 self._fail(entry, exc)
             return

@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import CommonSettings, EnvReader, read_common
+from common.config import CommonSettings, EnvReader, defaults, read_common
 
 SERVICE = "sqssvc"
 KIB = 1024
@@ -89,6 +89,7 @@ class SqsSettings:
     @classmethod
     def read(cls, env: EnvReader) -> SqsSettings:
         """Read every variable (errors accumulate on ``env``)."""
+        d = defaults(cls)
         common = read_common(env, service=SERVICE, default_port=8081, default_base="/sqs")
         queue_url = env.optional(
             ENV_QUEUE_URL,
@@ -101,31 +102,35 @@ class SqsSettings:
             )
         max_pending = env.integer(
             ENV_MAX_PENDING,
-            1000,
+            d.max_pending,
             lo=1,
             hi=1_000_000,
             doc="messages waiting for a sender slot; beyond it a send answers 503 overloaded",
         )
         max_pending_bytes = env.size(
             ENV_MAX_PENDING_BYTES,
-            64 * MIB,
+            d.max_pending_bytes,
             lo=MIB,
             hi=16 * 1024 * MIB,
             doc="bytes waiting for a sender slot; beyond it a send answers 503 overloaded",
         )
         max_batch_messages = env.integer(
-            ENV_MAX_BATCH_MESSAGES, 100, lo=1, hi=1000, doc="messages per /send-batch request"
+            ENV_MAX_BATCH_MESSAGES,
+            d.max_batch_messages,
+            lo=1,
+            hi=1000,
+            doc="messages per /send-batch request",
         )
         max_request_bytes = env.size(
             ENV_MAX_REQUEST_BYTES,
-            16 * MIB,
+            d.max_request_bytes,
             lo=64 * KIB,
             hi=1024 * MIB,
             doc="largest request body (JSON escaping makes it larger than the message)",
         )
         retry_base = env.number(
             ENV_RETRY_BASE,
-            0.05,
+            d.retry_base,
             lo=0.001,
             hi=60.0,
             doc="backoff ceiling before the first retry of an entry SQS failed; it doubles per "
@@ -133,7 +138,7 @@ class SqsSettings:
         )
         retry_cap = env.number(
             ENV_RETRY_MAX,
-            2.0,
+            d.retry_cap,
             lo=0.001,
             hi=300.0,
             doc="the highest backoff ceiling between entry retries",
@@ -156,19 +161,23 @@ class SqsSettings:
             queue_url=queue_url,
             max_batch=env.integer(
                 ENV_MAX_BATCH,
-                SQS_BATCH_LIMIT,
+                d.max_batch,
                 lo=1,
                 hi=SQS_BATCH_LIMIT,
                 doc="entries per SendMessageBatch; 1 disables coalescing",
             ),
             max_in_flight=env.integer(
-                ENV_MAX_IN_FLIGHT, 4, lo=1, hi=64, doc="SendMessageBatch calls in flight at once"
+                ENV_MAX_IN_FLIGHT,
+                d.max_in_flight,
+                lo=1,
+                hi=64,
+                doc="SendMessageBatch calls in flight at once",
             ),
             max_pending=max_pending,
             max_pending_bytes=max_pending_bytes,
             max_attempts=env.integer(
                 ENV_MAX_ATTEMPTS,
-                5,
+                d.max_attempts,
                 lo=1,
                 hi=20,
                 doc="attempts per message when SQS fails its entry with SenderFault=false",
@@ -177,7 +186,7 @@ class SqsSettings:
             retry_cap=retry_cap,
             max_message_bytes=env.size(
                 ENV_MAX_MESSAGE_BYTES,
-                SQS_MAX_MESSAGE_BYTES,
+                d.max_message_bytes,
                 lo=KIB,
                 hi=SQS_MAX_MESSAGE_BYTES,
                 doc="largest body + attributes accepted (the queue's MaximumMessageSize)",
@@ -186,7 +195,7 @@ class SqsSettings:
             max_request_bytes=max_request_bytes,
             drain_seconds=env.number(
                 ENV_DRAIN,
-                4.0,
+                d.drain_seconds,
                 lo=0.0,
                 hi=600.0,
                 doc="seconds at shutdown for batches still being sent, after requests finished",

@@ -44,11 +44,18 @@ MAX_ID_LENGTH = 128
 # Characters SQS accepts in a message (and a String attribute): #x9 #xA #xD #x20-#xD7FF
 # #xE000-#xFFFD #x10000-#x10FFFF. Anything else (NUL, other C0 controls, lone surrogates,
 # U+FFFE/U+FFFF) is refused by SQS, so we refuse it first with a clearer message.
-_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_ATTR_NAME = re.compile(r"^[A-Za-z0-9_.-]+\Z")
-_ATTR_TYPE = re.compile(r"^(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?\Z")
-# MessageGroupId / MessageDeduplicationId: 1-128 of alphanumerics and ASCII punctuation.
-_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}\Z")
+# The refused characters as code point ranges: the validator's regex below and the OpenAPI
+# document's pattern are both made from them.
+FORBIDDEN_RANGES = ((0x0, 0x8), (0xB, 0xC), (0xE, 0x1F), (0xD800, 0xDFFF), (0xFFFE, 0xFFFF))
+_FORBIDDEN = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in FORBIDDEN_RANGES) + "]")
+# Field patterns without anchors, shared with the OpenAPI document (which anchors them its way).
+ATTR_NAME_PATTERN = r"[A-Za-z0-9_.-]+"
+ATTR_TYPE_PATTERN = r"(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?"
+# MessageGroupId / MessageDeduplicationId: 1-128 printable ASCII characters (no space).
+ID_PATTERN = r"[!-~]{1,128}"
+_ATTR_NAME = re.compile(rf"^{ATTR_NAME_PATTERN}\Z")
+_ATTR_TYPE = re.compile(rf"^{ATTR_TYPE_PATTERN}\Z")
+_ID = re.compile(rf"^{ID_PATTERN}\Z")
 # A Number attribute's text: ASCII digits in decimal or exponent notation. Decimal() alone would
 # also take "1_000", non-ASCII digits and "Infinity", which SQS refuses.
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)

@@ -7,7 +7,15 @@ from typing import Any
 
 from common.openapi import document, error_responses, json_content
 from sqssvc.config import SqsSettings
-from sqssvc.messages import MAX_ATTRIBUTES, MAX_DELAY_SECONDS
+from sqssvc.messages import (
+    ATTR_NAME_PATTERN,
+    ATTR_TYPE_PATTERN,
+    FORBIDDEN_RANGES,
+    ID_PATTERN,
+    MAX_ATTRIBUTE_NAME,
+    MAX_ATTRIBUTES,
+    MAX_DELAY_SECONDS,
+)
 
 ATTRIBUTE = {
     "oneOf": [
@@ -19,7 +27,7 @@ ATTRIBUTE = {
             "properties": {
                 "type": {
                     "type": "string",
-                    "pattern": "^(String|Number|Binary)(\\.[A-Za-z0-9_.-]+)?$",
+                    "pattern": f"^{ATTR_TYPE_PATTERN}$",
                 },
                 "value": {"type": ["string", "number"], "description": "base64 for Binary"},
             },
@@ -28,9 +36,16 @@ ATTRIBUTE = {
     ]
 }
 
-# Characters SQS accepts (JSON Schema cannot name lone surrogates; UTF-8 bodies cannot hold them).
-SQS_TEXT = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uFFFE\\uFFFF]+$"
-SQS_ID = "^[!-~]{1,128}$"  # MessageGroupId / MessageDeduplicationId: printable ASCII
+# Characters SQS accepts, from the validator's ranges (JSON Schema cannot name lone surrogates;
+# UTF-8 bodies cannot hold them anyway).
+SQS_TEXT = (
+    "^[^"
+    + "".join(
+        f"\\u{lo:04X}-\\u{hi:04X}" for lo, hi in FORBIDDEN_RANGES if hi < 0xD800 or lo > 0xDFFF
+    )
+    + "]+$"
+)
+SQS_ID = f"^{ID_PATTERN}$"
 
 MESSAGE: dict[str, Any] = {
     "type": "object",
@@ -46,6 +61,7 @@ MESSAGE: dict[str, Any] = {
         "attributes": {
             "type": ["object", "null"],
             "maxProperties": MAX_ATTRIBUTES,
+            "propertyNames": {"pattern": f"^{ATTR_NAME_PATTERN}$", "maxLength": MAX_ATTRIBUTE_NAME},
             "additionalProperties": {"$ref": "#/components/schemas/Attribute"},
         },
         "delay_seconds": {

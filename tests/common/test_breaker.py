@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from common.errors import Unavailable
+from common.errors import CircuitOpen
 
 
 class Clock:
@@ -37,7 +37,7 @@ def test_open_fails_fast_with_retry_after() -> None:
     b = CircuitBreaker("S3", threshold=1, reset_seconds=10, clock=clock)
     b.record(False)
     clock.now += 3.5
-    with pytest.raises(Unavailable) as info:
+    with pytest.raises(CircuitOpen) as info:
         b.before_call()
     assert info.value.status == 503
     assert info.value.retry_after == 7
@@ -52,7 +52,7 @@ def test_half_open_lets_one_trial_through() -> None:
     clock.now += 5
     assert b.state == HALF_OPEN
     b.before_call()  # the trial
-    with pytest.raises(Unavailable):
+    with pytest.raises(CircuitOpen):
         b.before_call()
     b.record(True)
     assert b.state == CLOSED

@@ -11,16 +11,18 @@ import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from common.config import AwsSettings
 from common.errors import ServiceError
 from sqssvc.batcher import Batcher, BatcherConfig, SendResult, backoff_delay
-from sqssvc.config import MIB
+from sqssvc.config import MIB, SqsSettings
 from sqssvc.messages import Limits, OutgoingMessage, parse_message
+from tests.conftest import common_settings
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
 FIFO_QUEUE = QUEUE + ".fifo"
@@ -111,7 +113,9 @@ def client_error(code: str, status: int) -> ClientError:
 def batcher(fake: FakeSqs, **config: Any) -> Batcher:
     """A batcher on the fake with fast, jitter-free retries unless overridden."""
     fifo = config.get("fifo", False)
-    cfg = BatcherConfig(**({"retry_base": 0.001, "retry_cap": 0.002} | config))
+    settings = SqsSettings(common=common_settings("sqssvc", AwsSettings(), "/sqs"), queue_url=None)
+    fast = {"retry_base": 0.001, "retry_cap": 0.002, "metrics_namespace": None}
+    cfg = replace(BatcherConfig.from_settings(settings), **(fast | config))
     return Batcher(fake, FIFO_QUEUE if fifo else QUEUE, cfg, rand=lambda: 0.0)
 
 
