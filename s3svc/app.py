@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -28,10 +28,13 @@ from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
 from s3svc.openapi import spec
 from s3svc.upload import ByteLimit, StoredFile, Uploader
 
+if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
+    from types_aiobotocore_s3 import S3Client
+
 log = get_logger("s3svc.app")
 
 S3_SETTINGS: web.AppKey[S3Settings] = web.AppKey("s3_settings", S3Settings)
-S3_CLIENT: web.AppKey[Any] = web.AppKey("s3_client", object)
+S3_CLIENT: web.AppKey[S3Client] = web.AppKey("s3_client")
 UPLOADER: web.AppKey[Uploader] = web.AppKey("uploader", Uploader)
 S3_BREAKER: web.AppKey[CircuitBreaker] = web.AppKey("s3_breaker", CircuitBreaker)
 

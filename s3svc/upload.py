@@ -18,9 +18,10 @@ import functools
 import hashlib
 import io
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import BodyPartReader
 from aiohttp.http_exceptions import HttpProcessingError
@@ -33,6 +34,10 @@ from s3svc.config import MAX_PARTS, S3Settings, part_size_for
 from s3svc.keys import make_key, metadata_filename
 
 log = get_logger("s3svc.upload")
+if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
 _F = TypeVar("_F", bound="asyncio.Future[Any]")
 
 # Size of each read from the request body. Large enough to keep per-chunk overhead low, small
@@ -238,7 +243,7 @@ def _b64(digest: bytes) -> str:
 class Uploader:
     """Stores form-data parts in S3; one per app, shared by all requests."""
 
-    def __init__(self, client: Any, settings: S3Settings) -> None:
+    def __init__(self, client: S3Client, settings: S3Settings) -> None:
         self.client = client
         self.settings = settings
         self.budget = MemoryBudget(settings.memory_budget)
@@ -372,9 +377,9 @@ class Uploader:
         upload_id: str = created["UploadId"]
         self._open[upload_id] = (bucket, key)
         slots = asyncio.Semaphore(self.settings.max_inflight_parts)
-        tasks: list[asyncio.Task[dict[str, Any]]] = []
+        tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
 
-        async def send(number: int, block: io.BytesIO) -> dict[str, Any]:
+        async def send(number: int, block: io.BytesIO) -> CompletedPartTypeDef:
             checksum = _b64(await asyncio.to_thread(_sha256, block))
             resp = await self.client.upload_part(
                 Bucket=bucket,
@@ -387,7 +392,7 @@ class Uploader:
             )
             return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
 
-        def sent(_: asyncio.Task[dict[str, Any]]) -> None:
+        def sent(_: asyncio.Task[CompletedPartTypeDef]) -> None:
             # A done callback, not a ``finally`` in send(): a task cancelled before it ever ran
             # (the upload failed right after dispatching it) runs no finally, and its slot and
             # reservation would be lost to the process for good.
@@ -459,7 +464,7 @@ class Uploader:
         bucket: str,
         key: str,
         upload_id: str,
-        tasks: list[asyncio.Task[dict[str, Any]]],
+        tasks: list[asyncio.Task[CompletedPartTypeDef]],
         cause: BaseException,
     ) -> asyncio.Task[None]:
         """A task that cancels the outstanding parts, then aborts the upload."""
@@ -515,7 +520,7 @@ def _stored(
     content_type: str,
     filename: str | None,
     parts: int,
-    resp: dict[str, Any],
+    resp: Mapping[str, Any],
 ) -> StoredFile:
     """Log and describe an object S3 has just confirmed (PutObject or CompleteMultipartUpload)."""
     log.info("object_stored", bucket=bucket, key=key, size=source.size, parts=parts)

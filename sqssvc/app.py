@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -24,10 +24,14 @@ from sqssvc.config import SqsSettings
 from sqssvc.messages import Limits, parse_batch, parse_message, read_json
 from sqssvc.openapi import spec
 
+if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
 log = get_logger("sqssvc.app")
 
 SQS_SETTINGS: web.AppKey[SqsSettings] = web.AppKey("sqs_settings", SqsSettings)
-SQS_CLIENT: web.AppKey[Any] = web.AppKey("sqs_client", object)
+SQS_CLIENT: web.AppKey[SQSClient] = web.AppKey("sqs_client")
 BATCHER: web.AppKey[Batcher] = web.AppKey("batcher", Batcher)
 READY_CACHE: web.AppKey[ProbeCache] = web.AppKey("ready_cache", ProbeCache)
 SQS_BREAKER: web.AppKey[CircuitBreaker] = web.AppKey("sqs_breaker", CircuitBreaker)
@@ -152,7 +156,10 @@ async def readiness(app: web.Application) -> str | None:
         return "QUEUE_URL is not set (local-safe mode)"
     if app[SQS_BREAKER].state == OPEN:
         return "SQS is failing (circuit open); retrying shortly"
-    entry = {"Id": PROBE_ENTRY_ID, "MessageBody": "readiness probe, never stored"}
+    entry: SendMessageBatchRequestEntryTypeDef = {
+        "Id": PROBE_ENTRY_ID,
+        "MessageBody": "readiness probe, never stored",
+    }
     if settings.fifo:
         # A complete FIFO entry, so the invalid Id is the only thing SQS can object to.
         entry |= {"MessageGroupId": "ready-probe", "MessageDeduplicationId": "ready-probe"}

@@ -29,9 +29,9 @@ import contextvars
 import hashlib
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.aws import aws_error_code, is_aws_failure, is_transient, to_service_error
 from common.errors import BackendError, CircuitOpen, ServiceError, Unavailable, Unprocessable
@@ -39,6 +39,9 @@ from common.logging import get_logger
 from common.metrics import COUNT, emf
 from sqssvc.config import SQS_MAX_BATCH_BYTES, SqsSettings
 from sqssvc.messages import OutgoingMessage
+
+if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
+    from types_aiobotocore_sqs import SQSClient
 
 log = get_logger("sqssvc.batcher")
 
@@ -169,7 +172,7 @@ class Batcher:
 
     def __init__(
         self,
-        client: Any,
+        client: SQSClient,
         queue_url: str,
         config: BatcherConfig,
         *,
@@ -401,7 +404,7 @@ class Batcher:
             # runs from _finished, once this batch no longer occupies a slot.
             self._release(groups)
 
-    def _resolve(self, batch: list[_Entry], response: dict[str, Any]) -> None:
+    def _resolve(self, batch: list[_Entry], response: Mapping[str, Any]) -> None:
         by_id = {str(i): e for i, e in enumerate(batch)}
         for ok in response.get("Successful", []):
             entry = by_id.pop(str(ok.get("Id")), None)

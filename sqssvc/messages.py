@@ -21,7 +21,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -35,6 +35,9 @@ from common.errors import (
 from common.web import read_body
 
 FIELDS = frozenset({"message", "attributes", "delay_seconds", "group_id", "deduplication_id"})
+if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
 MAX_ATTRIBUTES = 10
 MAX_DELAY_SECONDS = 900
 MAX_ATTRIBUTE_NAME = 256
@@ -73,11 +76,11 @@ class OutgoingMessage:
     group_id: str | None = None
     deduplication_id: str | None = None
 
-    def entry(self, entry_id: str) -> dict[str, Any]:
+    def entry(self, entry_id: str) -> SendMessageBatchRequestEntryTypeDef:
         """This message as a ``SendMessageBatchRequestEntry``."""
-        out: dict[str, Any] = {"Id": entry_id, "MessageBody": self.body}
+        out: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": self.body}
         if self.attributes:
-            out["MessageAttributes"] = self.attributes
+            out["MessageAttributes"] = self.attributes  # type: ignore[typeddict-item]  # shape validated by parse_message
         if self.delay_seconds is not None:
             out["DelaySeconds"] = self.delay_seconds
         if self.group_id is not None:

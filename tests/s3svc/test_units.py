@@ -8,7 +8,7 @@ import asyncio
 import io
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -115,7 +115,7 @@ async def test_request_cancelled_during_create_aborts_what_s3_created(
     """A request cancelled while CreateMultipartUpload is on its way: S3 creates the upload all
     the same, and drain() (shutdown) aborts it; the reservation is given back."""
     s3 = LateS3()
-    uploader = Uploader(s3, make_s3_settings())
+    uploader = Uploader(cast(Any, s3), make_s3_settings())
     part_size = 5 * MIB
     await uploader.budget.acquire(part_size)  # what store() holds for the first block
     no_source: Any = None  # the body is never read: the request ends before the first part
@@ -167,7 +167,7 @@ async def test_request_cancelled_twice_still_aborts(
     """Cancelled while part 1 is in flight, then cancelled again while part 1 winds down: the
     abort still happens (it runs in its own task from the first moment)."""
     s3 = HangingPartsS3()
-    uploader = Uploader(s3, make_s3_settings())
+    uploader = Uploader(cast(Any, s3), make_s3_settings())
     part_size = 5 * MIB
     await uploader.budget.acquire(part_size)
     body: Any = StalledBody()

@@ -12,7 +12,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from botocore.exceptions import ClientError
@@ -116,7 +116,7 @@ def batcher(fake: FakeSqs, **config: Any) -> Batcher:
     settings = SqsSettings(common=common_settings("sqssvc", AwsSettings(), "/sqs"), queue_url=None)
     fast = {"retry_base": 0.001, "retry_cap": 0.002, "metrics_namespace": None}
     cfg = replace(BatcherConfig.from_settings(settings), **(fast | config))
-    return Batcher(fake, FIFO_QUEUE if fifo else QUEUE, cfg, rand=lambda: 0.0)
+    return Batcher(cast(Any, fake), FIFO_QUEUE if fifo else QUEUE, cfg, rand=lambda: 0.0)
 
 
 async def turns(n: int = 3) -> None:
