@@ -3,11 +3,13 @@
 watchtower (checked against 3.4.0) sends batches from its own thread, from an unbounded queue.
 What a service needs around it, each done with public interfaces only:
 
-- **a bound** (``CLOUDWATCH_MAX_QUEUE``): a ``logging.Filter`` on the handler admits a line only
-  while fewer than that many admitted lines have not yet left in a ``PutLogEvents`` call, counted
-  by a botocore event hook on the client we give watchtower; beyond it lines are dropped from the
-  CloudWatch copy and counted (``dropped``). Should watchtower stop sending through that client,
-  nothing would be counted as sent and shipping would stop after the bound: the delivery tests
+- **nothing on the request path** but a bound check and a ``deque.append``: a feeder thread of
+  ours renders the lines and hands them to watchtower's ``Handler.handle`` in bursts;
+- **a bound** (``CLOUDWATCH_MAX_QUEUE``): a line is admitted only while fewer than that many
+  admitted lines have not yet left in a ``PutLogEvents`` call, counted by a botocore event hook
+  on the client we give watchtower; beyond it lines are dropped from the CloudWatch copy and
+  counted (``dropped``). Should watchtower stop sending through that client, nothing would be
+  counted as sent and shipping would stop after the bound: the delivery tests
   (``tests/common/test_cloudwatch.py``) would fail;
 - **a sender that outlives failures**: watchtower catches every exception of a send and reports it
   as a ``WatchtowerWarning`` (a ``py.warnings`` line on stdout, never shipped);
@@ -20,12 +22,14 @@ What a service needs around it, each done with public interfaces only:
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
 import socket
 import sys
 import threading
+import time
 import urllib.request
 from typing import Any, cast
 
@@ -40,36 +44,10 @@ from common.logging import render_json
 # How long the final flush may take at shutdown: watchtower's own wait, and ours around it.
 FLUSH_TIMEOUT = 4
 CLOSE_TIMEOUT = 5.0
+# How often the feeder hands queued lines to watchtower.
+POLL = 0.05
 # Lines about delivery itself are never shipped: shipping them could feed back into the handler.
 EXCLUDED_LOGGERS = ("botocore", "boto3", "urllib3", "watchtower", "py.warnings")
-
-
-class Backlog(logging.Filter):
-    """Admits a line while fewer than ``limit`` admitted lines wait to be sent; counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-        self.admitted = 0
-        self.sent = 0
-        self.dropped = 0
-        self._last_batch: object = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """logging's filter hook: True to let the handler queue the line."""
-        if self.admitted - self.sent >= self.limit:
-            self.dropped += 1
-            return False
-        self.admitted += 1
-        return True
-
-    def on_put_log_events(self, params: dict[str, Any], **_: Any) -> None:
-        """botocore's ``provide-client-params`` of PutLogEvents: a batch leaves the queue.
-        watchtower retries a failed batch with the same list, which is counted once."""
-        events = params.get("logEvents")
-        if events is not None and events is not self._last_batch:
-            self._last_batch = events
-            self.sent += len(events)
 
 
 class _Handler(watchtower.CloudWatchLogHandler):
@@ -87,41 +65,89 @@ class _Message(logging.Formatter):
 
 
 class CloudWatchShipper:
-    """Renders a line (EMF included) and hands it to the watchtower handler."""
+    """Takes lines from the event loop for the CloudWatch copy, and feeds them to watchtower.
+
+    ``ship`` is a bound check and a ``deque.append``: the rendering, the ``LogRecord`` and
+    watchtower's ``emit`` happen on a feeder thread of ours every ``POLL`` seconds, so the event
+    loop never waits for them and watchtower's sender wakes once per burst, not once per line.
+    ``queued()`` counts every line admitted and not yet sent in a ``PutLogEvents`` call (counted
+    by a botocore hook on the client watchtower sends with; a batch watchtower retries is the same
+    list, counted once); beyond ``max_queue`` lines are dropped and counted.
+    """
 
     def __init__(
-        self, handler: watchtower.CloudWatchLogHandler, backlog: Backlog, client: Any
+        self, handler: watchtower.CloudWatchLogHandler, client: Any, max_queue: int
     ) -> None:
         self.handler = handler
-        self.backlog = backlog
-        self.client = client  # the boto3 client watchtower sends with (backlog's hook is on it)
+        self.client = client
+        self.max_queue = max_queue
+        self.admitted = 0
+        self.handed_over = 0
+        self.sent = 0
+        self.dropped = 0
+        self._last_batch: object = None
+        self._lines: collections.deque[tuple[float, str, EventDict]] = collections.deque()
         handler.setFormatter(_Message())
-        handler.addFilter(backlog)
-
-    @property
-    def dropped(self) -> int:
-        """Lines refused because too many were waiting."""
-        return self.backlog.dropped
+        client.meta.events.register(
+            "provide-client-params.cloudwatch-logs.PutLogEvents", self._on_put_log_events
+        )
+        self._stop = threading.Event()
+        self._feeder = threading.Thread(target=self._feed, name="cloudwatch-feeder", daemon=True)
+        self._feeder.start()
 
     def queued(self) -> int:
-        """Admitted lines not yet sent."""
-        return self.backlog.admitted - self.backlog.sent
+        """Lines admitted and not yet sent."""
+        return self.admitted - self.sent
 
     def ship(self, event: EventDict) -> None:
-        """Queue ``event`` as a JSON line, unless it is about delivery itself or over the bound."""
+        """Queue ``event`` for CloudWatch, unless it is about delivery itself or over the bound.
+        ``event`` must not change afterwards (the writer's are final)."""
         name = str(event.get("logger", ""))
         if name.startswith(EXCLUDED_LOGGERS):
             return
-        record = logging.LogRecord(name, logging.INFO, "", 0, "", None, None)
-        try:
-            record.msg = render_json(event).decode()
-        except Exception:
-            self.handler.handleError(record)
+        if self.admitted - self.sent >= self.max_queue:
+            self.dropped += 1
             return
-        self.handler.handle(record)
+        self.admitted += 1
+        self._lines.append((time.time(), name, event))
+
+    def _on_put_log_events(self, params: dict[str, Any], **_: Any) -> None:
+        events = params.get("logEvents")
+        if events is not None and events is not self._last_batch:
+            self._last_batch = events
+            self.sent += len(events)
+
+    def _feed(self) -> None:
+        while not self._stop.wait(POLL):
+            self._hand_over()
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give watchtower every line waiting, oldest first (never raises: the thread lives on)."""
+        while self._lines:
+            created, name, event = self._lines.popleft()
+            record = logging.LogRecord(name, logging.INFO, "", 0, "", None, None)
+            record.created = created
+            try:
+                record.msg = render_json(event).decode()
+                self.handler.handle(record)
+            except Exception:
+                self.handler.handleError(record)
+            finally:
+                self.handed_over += 1
+
+    def flush(self) -> None:
+        """Block until every line admitted so far is with watchtower and watchtower has tried to
+        send it (each bounded by watchtower's ``FLUSH_TIMEOUT``). Not for the event loop."""
+        target = self.admitted
+        deadline = time.monotonic() + FLUSH_TIMEOUT
+        while self.handed_over < target and time.monotonic() < deadline:
+            time.sleep(POLL / 5)
+        self.handler.flush()  # type: ignore[no-untyped-call]
 
     async def close(self, timeout: float = CLOSE_TIMEOUT) -> bool:
-        """Flush and close in a daemon thread; True if it finished within ``timeout`` seconds."""
+        """Hand over the rest, flush and close, in a daemon thread; True if it finished within
+        ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -131,6 +157,8 @@ class CloudWatchShipper:
 
         def run() -> None:
             try:
+                self._stop.set()
+                self._feeder.join()
                 self.handler.close()  # type: ignore[no-untyped-call]
             finally:
                 loop.call_soon_threadsafe(finished)
@@ -178,11 +206,9 @@ def build_shipper(settings: CommonSettings) -> CloudWatchShipper | None:
             retries=cast(Any, {"mode": aws.retry_mode, "total_max_attempts": 2}),
             connect_timeout=aws.connect_timeout,
             read_timeout=aws.read_timeout,
+            # watchtower's batches are well-formed; botocore's check walks every event in Python.
+            parameter_validation=False,
         ),
-    )
-    backlog = Backlog(cw.max_queue)
-    client.meta.events.register(
-        "provide-client-params.cloudwatch-logs.PutLogEvents", backlog.on_put_log_events
     )
     if cw.create_group:
         try:
@@ -200,4 +226,4 @@ def build_shipper(settings: CommonSettings) -> CloudWatchShipper | None:
         create_log_group=False,
         send_interval=cw.send_interval,  # type: ignore[arg-type]  # seconds; a float works
     )
-    return CloudWatchShipper(handler, backlog, client)
+    return CloudWatchShipper(handler, client, cw.max_queue)

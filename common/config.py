@@ -462,6 +462,14 @@ def read_common(
     )
 
 
+def parse_env(read: Callable[[EnvReader], T], environ: Mapping[str, str]) -> T:
+    """Run a settings reader over ``environ``; raise one ConfigError listing every problem."""
+    env = EnvReader(environ)
+    settings = read(env)
+    env.check()
+    return settings
+
+
 def settings_help(read: Callable[[EnvReader], object]) -> str:
     """Every variable ``read`` consults, with its default, accepted values and meaning."""
     env = EnvReader({})

@@ -93,6 +93,8 @@ SCHEMA: dict[str, str] = {
 BASE_FIELDS = ("timestamp", "level", "event", "service", "version", "logger")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 LEVELS |= {"error": logging.ERROR, "critical": logging.CRITICAL}
+# Method names that are not level names (as structlog's add_log_level maps them).
+_METHOD_LEVELS = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 
 
 @functools.lru_cache(maxsize=4)
@@ -105,11 +107,6 @@ def iso_utc(t: float) -> str:
     ``2026-11-24T12:14:14.759942Z``; the date and time of day are formatted once per second."""
     second = int(t)
     return f"{_utc_second(second)}.{int((t - second) * 1_000_000):06d}Z"
-
-
-def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    event["timestamp"] = iso_utc(time.time())
-    return event
 
 
 def _structured_exception(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -224,7 +221,9 @@ class _Named:
     msg = debug = info = warning = warn = error = err = critical = exception = fatal = __call__
 
 
-def _logger_name(logger: WrappedLogger, _: str, event: EventDict) -> EventDict:
+def _level_and_name(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """structlog's ``add_log_level`` and the logger's name, in one step."""
+    event["level"] = _METHOD_LEVELS.get(method, method)
     event.setdefault("logger", logger.name)
     return event
 
@@ -248,14 +247,19 @@ class _ForeignRecords(logging.Handler):
 
 
 def _chain(service: str, version: str) -> list[Processor]:
-    """The processors both chains share, after each has its level and logger name."""
+    """The processors both chains share, after each has its level and logger name: the request
+    context, then one step for the timestamp, the static fields and flat exception fields (one
+    call per line instead of three: this runs for every access line)."""
 
-    def static(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    def finish(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+        event["timestamp"] = iso_utc(time.time())
         event.setdefault("service", service)
         event.setdefault("version", version)
+        if "exc_info" in event:
+            _structured_exception(None, "", event)
         return event
 
-    return [structlog.contextvars.merge_contextvars, _timestamp, static, _structured_exception]
+    return [structlog.contextvars.merge_contextvars, finish]
 
 
 @dataclass
@@ -306,7 +310,7 @@ def configure_logging(settings: CommonSettings) -> LogShipping:
     )
     shared = _chain(settings.service, settings.version)
     structlog.configure(
-        processors=[structlog.processors.add_log_level, _logger_name, *shared, _to_writer],
+        processors=[_level_and_name, *shared, _to_writer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=functools.lru_cache(maxsize=None)(lambda name="": _Named(writer, name)),
         # Module-level loggers stay lazy (a test may configure logging again); the access line's

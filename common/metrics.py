@@ -13,6 +13,7 @@ Limits (EMF spec): at most 100 metrics per directive and 30 dimensions per dimen
 from __future__ import annotations
 
 import functools
+import operator
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ BYTES = "Bytes"
 
 Metrics = dict[str, tuple[float, str]]
 """Metric name -> (value, unit)."""
+_VALUE, _UNIT = operator.itemgetter(0), operator.itemgetter(1)
 
 REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("metrics", dict)
 
@@ -44,12 +46,13 @@ def _directive(
     namespace: str,
     dimension_sets: tuple[tuple[str, ...], ...],
     dimension_names: tuple[str, ...],
-    metric_units: tuple[tuple[str, str], ...],
+    metric_names: tuple[str, ...],
+    units: tuple[str, ...],
 ) -> tuple[dict[str, Any], ...]:
     """The ``CloudWatchMetrics`` value, validated once per distinct shape and then shared by every
     line of that shape (routes and metric names are few). Tuples, so no caller can change it."""
-    if len(metric_units) > MAX_METRICS:
-        raise ValueError(f"{len(metric_units)} metrics in one EMF document (max {MAX_METRICS})")
+    if len(metric_names) > MAX_METRICS:
+        raise ValueError(f"{len(metric_names)} metrics in one EMF document (max {MAX_METRICS})")
     for dims in dimension_sets:
         if len(dims) > MAX_DIMENSIONS:
             raise ValueError(f"{len(dims)} dimensions in one set (max {MAX_DIMENSIONS})")
@@ -60,7 +63,9 @@ def _directive(
         {
             "Namespace": namespace,
             "Dimensions": dimension_sets,
-            "Metrics": tuple({"Name": name, "Unit": unit} for name, unit in metric_units),
+            "Metrics": tuple(
+                {"Name": name, "Unit": unit} for name, unit in zip(metric_names, units, strict=True)
+            ),
         },
     )
 
@@ -78,22 +83,24 @@ def emf(
     The one builder of EMF documents. ``dimension_sets`` defaults to one set of all
     ``dimensions``; each set is its own metric series.
     """
-    sets = dimension_sets or (tuple(dimensions),)
+    # Built with C-level tuple/map/zip: this runs for every access line.
+    names = tuple(metrics)
+    dimension_names = tuple(dimensions)
     directive = _directive(
         namespace,
-        sets,
-        tuple(dimensions),
-        tuple((name, unit) for name, (_, unit) in metrics.items()),
+        dimension_sets or (dimension_names,),
+        dimension_names,
+        names,
+        tuple(map(_UNIT, metrics.values())),
     )
     fields: dict[str, Any] = {
         "_aws": {
             "Timestamp": timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
             "CloudWatchMetrics": directive,
-        }
+        },
+        **dimensions,
     }
-    fields.update(dimensions)
-    for name, (value, _) in metrics.items():
-        fields[name] = value
+    fields.update(zip(names, map(_VALUE, metrics.values()), strict=True))
     return fields
 
 

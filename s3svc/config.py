@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import CommonSettings, EnvReader, defaults, read_common, read_endpoint
+from common.config import CommonSettings, EnvReader, defaults, parse_env, read_common, read_endpoint
 
 SERVICE = "s3svc"
 MIB = 1024**2
@@ -68,10 +68,7 @@ class S3Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
         """Parse and validate; raises ConfigError listing every problem."""
-        env = EnvReader(environ)
-        settings = cls.read(env)
-        env.check()
-        return settings
+        return parse_env(cls.read, environ)
 
     @classmethod
     def read(cls, env: EnvReader) -> S3Settings:

@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import CommonSettings, EnvReader, defaults, read_common
+from common.config import CommonSettings, EnvReader, defaults, parse_env, read_common
 
 SERVICE = "sqssvc"
 KIB = 1024
@@ -81,10 +81,7 @@ class SqsSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SqsSettings:
         """Parse and validate; raises ConfigError listing every problem."""
-        env = EnvReader(environ)
-        settings = cls.read(env)
-        env.check()
-        return settings
+        return parse_env(cls.read, environ)
 
     @classmethod
     def read(cls, env: EnvReader) -> SqsSettings:
