@@ -54,10 +54,16 @@ def port_free(port: int) -> bool:
         return True
 
 
-def wait_http(url: str, child: Child, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers with any HTTP status, or fail if the child died."""
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) arrived while the stack was still starting."""
+
+
+def wait_http(url: str, child: Child, stopping: threading.Event, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers with any HTTP status; fail if the child died, stop on Ctrl-C."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stopping.is_set():
+            raise Interrupted
         if child.proc.poll() is not None:
             raise SystemExit(f"devstack: {child.name} exited with {child.proc.returncode}")
         try:
@@ -138,13 +144,20 @@ def banner(args: argparse.Namespace, endpoint: str, made: dict[str, str]) -> str
     )
 
 
+def port(text: str) -> int:
+    """A TCP port number, 1-65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="make run ARGS=...", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
-    parser.add_argument("--s3-port", type=int, default=8080)
-    parser.add_argument("--sqs-port", type=int, default=8081)
-    parser.add_argument("--sqs-fifo-port", type=int, default=8082)
+    parser.add_argument("--moto-port", type=port, default=DEFAULT_MOTO_PORT, help="emulated AWS")
+    parser.add_argument("--s3-port", type=port, default=8080, help="s3svc")
+    parser.add_argument("--sqs-port", type=port, default=8081, help="sqssvc, standard queue")
+    parser.add_argument("--sqs-fifo-port", type=port, default=8082, help="sqssvc, FIFO queue")
     parser.add_argument("--verbose", action="store_true", help="also print moto's access lines")
     return parser.parse_args(argv)
 
@@ -158,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "sqssvc": args.sqs_port,
         "sqssvc (FIFO)": args.sqs_fifo_port,
     }
-    taken = [f"{name} port {port}" for name, port in ports.items() if not port_free(port)]
+    if len(set(ports.values())) < len(ports):
+        print(f"devstack: each of {PORT_FLAGS} needs a port of its own", file=sys.stderr)
+        return 1
+    taken = [f"{name} port {number}" for name, number in ports.items() if not port_free(number)]
     if taken:
         print(
             "devstack: already in use: " + ", ".join(taken) + ". Stop what uses them, or pick "
@@ -185,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         moto_args = [sys.executable, "-m", "deploy.emulator", "--port", str(args.moto_port)]
         moto = start("moto", moto_args + (["--verbose"] if args.verbose else []), base_env)
         children.append(moto)
-        wait_http(f"{endpoint}/moto-api/", moto)
+        wait_http(f"{endpoint}/moto-api/", moto, stopping)
         made = create_all(dict(RESOURCES, AWS_ENDPOINT_URL=endpoint))
         # Console lines for the terminal; the CloudWatch copy (moto) is JSON, for common.logs.
         env = dict(base_env, AWS_ENDPOINT_URL=endpoint, HOST=HOST, LOG_FORMAT="console")
@@ -199,12 +215,15 @@ def main(argv: list[str] | None = None) -> int:
             ("sqssvc", args.sqs_port, {"QUEUE_URL": made["queue_url"]}),
             ("sqssvc", args.sqs_fifo_port, {"QUEUE_URL": made["fifo_queue_url"]}),
         ]
+        names = {args.sqs_fifo_port: "sqsfifo"}  # the second sqssvc's lines, told apart
         for module, port, extra in services:
             child = start(
-                module, [sys.executable, "-m", module], dict(env, PORT=str(port), **extra)
+                names.get(port, module),
+                [sys.executable, "-m", module],
+                dict(env, PORT=str(port), **extra),
             )
             children.append(child)
-            wait_http(f"http://{HOST}:{port}/health", child)
+            wait_http(f"http://{HOST}:{port}/health", child, stopping)
         print(banner(args, endpoint, made), flush=True)
         while not stopping.is_set():
             for child in children:
@@ -216,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
             stopping.wait(0.5)
         print("devstack: stopping", flush=True)
+        return 0
+    except Interrupted:
+        print("devstack: stopping before it was ready", flush=True)
         return 0
     finally:
         stop_all(children)

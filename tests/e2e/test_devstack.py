@@ -244,3 +244,58 @@ def test_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:
     assert f"s3svc port {port}" in done.stderr
     for flag in ("--s3-port", "--sqs-port", "--sqs-fifo-port", "--moto-port"):
         assert flag in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--s3-port", "70000"], "not a port number from 1 to 65535"),
+        (["--s3-port", "9300", "--sqs-port", "9300"], "needs a port of its own"),
+    ],
+)
+def test_bad_ports_get_a_one_line_message(tmp_path: Path, args: list[str], message: str) -> None:
+    """A port out of range or given twice: a message naming the problem, no stack trace."""
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.devstack", *args],
+        cwd=ROOT,
+        env=bare_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode in (1, 2)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_while_starting_stops_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (SIGINT to the whole process group) while the stack is still starting:
+    everything stops, exit 0, no traceback, every port free again."""
+    ports = {name: free_port() for name in (*DEFAULT_PORTS, "moto")}
+    flags = {"8080": "--s3-port", "8081": "--sqs-port", "8082": "--sqs-fifo-port"}
+    args = [arg for d, f in flags.items() for arg in (f, str(ports[d]))]
+    output = tmp_path / "devstack.log"
+    with output.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.devstack", *args, "--moto-port", str(ports["moto"])],
+            cwd=ROOT,
+            env=bare_env(tmp_path / "home"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a shell gives a job
+        )
+        deadline = time.monotonic() + 60
+        while "moto listening" not in output.read_text(errors="replace"):
+            assert proc.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(60)
+    text = output.read_text(errors="replace")
+    assert code == 0, text
+    assert "devstack: stopping" in text
+    assert "Traceback" not in text
+    for port in ports.values():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
