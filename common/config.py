@@ -121,14 +121,14 @@ class EnvReader:
             self.errors.append(f"{name}={value!r} is not valid: expected {expected}")
             return default
 
-    def text(self, name: str, default: str, *, doc: str) -> str:
-        """A string value."""
-        self.describe(name, default or "(empty)", "text", doc)
+    def text(self, name: str, default: str, *, doc: str, expected: str = "text") -> str:
+        """A string value (``expected`` says what the caller will check it against)."""
+        self.describe(name, default or "(empty)", expected, doc)
         return self.raw(name) or default
 
-    def optional(self, name: str, *, doc: str) -> str | None:
-        """A string that may be absent."""
-        self.describe(name, "(unset)", "text", doc)
+    def optional(self, name: str, *, doc: str, expected: str = "text") -> str | None:
+        """A string that may be absent (``expected`` as for :meth:`text`)."""
+        self.describe(name, "(unset)", expected, doc)
         return self.raw(name)
 
     def integer(self, name: str, default: int, *, lo: int, hi: int, doc: str) -> int:
@@ -289,6 +289,9 @@ def read_aws(env: EnvReader) -> AwsSettings:
         "a region name",
         f"AWS region (else {ENV_AWS_DEFAULT_REGION}, else us-east-1)",
     )
+    env.describe(
+        ENV_AWS_DEFAULT_REGION, "(unset)", "a region name", f"read when {ENV_AWS_REGION} is unset"
+    )
     region = env.raw(ENV_AWS_REGION) or env.raw(ENV_AWS_DEFAULT_REGION) or aws_d.region
     endpoint = read_endpoint(
         env,
@@ -355,7 +358,10 @@ def read_common(
     """Read the shared settings; errors accumulate on ``env``."""
     common_d, cw_d = defaults(CommonSettings), defaults(CloudWatchSettings)
     base_path = env.text(
-        ENV_BASE_PATH, default_base, doc="path prefix of every route (the ALB routes it here)"
+        ENV_BASE_PATH,
+        default_base,
+        doc="path prefix of every route (the ALB routes it here)",
+        expected="a path like /s3 (letters, digits, . _ ~ -)",
     ).rstrip("/")
     if not _BASE_PATH_RE.match(base_path):
         env.errors.append(
@@ -403,8 +409,9 @@ def read_common(
         for d in (
             env.optional(
                 ENV_API_KEYS,
-                doc="comma-separated SHA-256 hex digests of accepted API keys (X-API-Key); "
-                "unset = no key needed",
+                doc="comma-separated SHA-256 hex digests of accepted API keys (sent as "
+                "X-API-Key or Authorization: Bearer); unset = no key needed",
+                expected="64 hex digits each",
             )
             or ""
         ).split(",")

@@ -79,7 +79,10 @@ class S3Settings:
             ENV_BUCKET, doc="the upload bucket; unset: local-safe mode (uploads answer 503)"
         )
         prefix = env.text(
-            ENV_KEY_PREFIX, d.key_prefix, doc="prefix of every stored key (the task role's scope)"
+            ENV_KEY_PREFIX,
+            d.key_prefix,
+            doc="prefix of every stored key (the task role's scope)",
+            expected="segments like uploads/ (letters, digits, !_.*'()-)",
         )
         if prefix and not prefix.endswith("/"):
             prefix += "/"
@@ -90,7 +93,8 @@ class S3Settings:
             )
         allowed = env.optional(
             ENV_ALLOWED_TYPES,
-            doc="comma-separated media types a file may have (type/subtype or type/*); unset = any",
+            doc="comma-separated media types a file may have; unset = any",
+            expected="type/subtype or type/* each",
         )
         types = tuple(t.strip().lower() for t in (allowed or "").split(",") if t.strip())
         bad = [t for t in types if not _TYPE_PATTERN_RE.match(t)]

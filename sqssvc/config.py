@@ -91,6 +91,7 @@ class SqsSettings:
         queue_url = env.optional(
             ENV_QUEUE_URL,
             doc="the queue to send to (.fifo: a FIFO queue); unset: local-safe mode (503)",
+            expected="https://sqs.REGION.amazonaws.com/ACCOUNT/NAME[.fifo]",
         )
         if queue_url is not None and not _QUEUE_URL_RE.match(queue_url):
             env.errors.append(

@@ -48,7 +48,7 @@ def test_help_lists_every_setting_and_exits(module: str) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: python -m {module}")
     listed = set(re.findall(r"^  ([A-Z][A-Z0-9_]+)  ", done.stdout, re.MULTILINE))
-    expected = env_names(common.config, SERVICES[module]) - {"AWS_DEFAULT_REGION"}
+    expected = env_names(common.config, SERVICES[module])
     assert expected <= listed, expected - listed
     # A byte count's default reads as the setting would be written (PART_SIZE, SQS_MAX_PENDING_BYTES).
     assert {"s3svc": "default 8MiB;", "sqssvc": "default 64MiB;"}[module] in done.stdout
