@@ -32,8 +32,8 @@ class CircuitBreaker:
     def __init__(
         self,
         name: str,
-        threshold: int = 5,
-        reset_seconds: float = 5.0,
+        threshold: int,
+        reset_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name

@@ -424,13 +424,24 @@ def read_common(
             f"({', '.join(bad)}): put sha256(key) there, never the key itself"
         )
     log_level = env.choice(ENV_LOG_LEVEL, "info", _LOG_LEVELS, doc="lowest level logged")
+    stdout_doc = (
+        f"lowest level stdout prints; with CloudWatch shipping every line, warning keeps one "
+        f"ingestion path (the stack sets it); needs {ENV_CW_GROUP} if above {ENV_LOG_LEVEL}"
+    )
+    env.describe(
+        ENV_STDOUT_LOG_LEVEL, ENV_LOG_LEVEL, "one of " + ", ".join(_LOG_LEVELS), stdout_doc
+    )
     stdout_log_level = env.choice(
         ENV_STDOUT_LOG_LEVEL,
         log_level,
         _LOG_LEVELS,
-        doc=f"lowest level stdout prints (default: {ENV_LOG_LEVEL}); with CloudWatch shipping "
-        "every line, warning keeps one ingestion path (the stack sets it)",
+        doc=stdout_doc,
     )
+    if log_group is None and _LOG_LEVELS.index(stdout_log_level) > _LOG_LEVELS.index(log_level):
+        env.errors.append(
+            f"{ENV_STDOUT_LOG_LEVEL}={stdout_log_level} hides {ENV_LOG_LEVEL}={log_level} lines "
+            f"and nothing else receives them: set {ENV_CW_GROUP}, or raise {ENV_LOG_LEVEL}"
+        )
     return CommonSettings(
         service=service,
         version=env.text(ENV_APP_VERSION, _package_version(), doc="version reported by /health"),

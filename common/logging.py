@@ -11,29 +11,27 @@ chains end in the same :class:`LineWriter`, which renders each copy of a line on
 
 The EMF directive rides on exactly one copy: the shipped one when CloudWatch is on, else stdout's
 JSON. In production stdout carries warnings and above only (the container log group keeps boot
-and crash output) and CloudWatch the full stream, so each line is ingested once.
+and crash output) and CloudWatch the full stream, so each info line is ingested once (warnings
+and errors, rare, twice).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-import orjson
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
+from common.cloudwatch import CloudWatchShipper, build_shipper
 from common.config import CommonSettings
-
-if TYPE_CHECKING:
-    from common.cloudwatch import CloudWatchShipper
+from common.render import render_json, without_emf, without_emf_members
 
 # The log schema: every field a line may carry, in one place. docs/logs.md's table and the saved
 # Logs Insights queries are checked against it by the tests.
@@ -124,30 +122,6 @@ def _structured_exception(_: WrappedLogger, __: str, event: EventDict) -> EventD
         event["exc_message"] = str(exc)
         event["stack"] = "".join(traceback.format_exception(exc_type, exc, tb))
     return event
-
-
-def render_json(event: EventDict) -> bytes:
-    """The one JSON rendering of a line (no newline). orjson; a value it cannot take (an integer
-    beyond 64 bits, a lone surrogate) falls back to the standard library, never an exception."""
-    try:
-        return orjson.dumps(event, default=str)
-    except TypeError:
-        return json.dumps(event, default=str, ensure_ascii=True).encode()
-
-
-def without_emf(event: EventDict) -> EventDict:
-    """``event`` without the EMF directive (a copy; ``event`` is left as it is)."""
-    return {k: v for k, v in event.items() if k != "_aws"}
-
-
-def without_emf_members(event: EventDict) -> EventDict:
-    """``event`` without the directive and the metric and dimension values it names (``Latency``
-    repeats ``latency_ms``, ``Route`` repeats ``route``): for a console read by people."""
-    names = {"_aws"}
-    for directive in event.get("_aws", {}).get("CloudWatchMetrics", ()):
-        names.update(m["Name"] for m in directive["Metrics"])
-        names.update(d for dims in directive["Dimensions"] for d in dims)
-    return {k: v for k, v in event.items() if k not in names}
 
 
 class LineWriter:
@@ -253,8 +227,8 @@ def _chain(service: str, version: str) -> list[Processor]:
 
     def finish(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
         event["timestamp"] = iso_utc(time.time())
-        event.setdefault("service", service)
-        event.setdefault("version", version)
+        event["service"] = service
+        event["version"] = version
         if "exc_info" in event:
             _structured_exception(None, "", event)
         return event
@@ -277,13 +251,13 @@ class LogShipping:
         # Lines from here on go to stdout only: a closing watchtower refuses them (with a warning).
         self.writer.cloudwatch = None
         in_time = await shipper.close()
-        lost = shipper.dropped or shipper.queued()
+        lost = shipper.dropped or shipper.undelivered()
         # Only stdout hears this; in production it prints warnings only, so say losses there.
         (get_logger("common.logging").warning if lost else get_logger("common.logging").info)(
             "log_shipping_closed",
             in_time=in_time,
             dropped=shipper.dropped,
-            undelivered=shipper.queued(),
+            undelivered=shipper.undelivered(),
         )
 
 
@@ -291,8 +265,6 @@ def configure_logging(settings: CommonSettings) -> LogShipping:
     """Configure structlog and the stdlib root logger: every line to stdout (from
     ``STDOUT_LOG_LEVEL``), and to CloudWatch when configured. Called once at process start,
     before the event loop runs."""
-    from common.cloudwatch import build_shipper
-
     level = LEVELS[settings.log_level]
     # No line shows where it was logged from, nor thread or process: spare every record (other
     # libraries' and the CloudWatch copy's) the frame walk and lookups (the logging docs'
@@ -320,11 +292,8 @@ def configure_logging(settings: CommonSettings) -> LogShipping:
     foreign = _ForeignRecords()
     foreign.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[
-                structlog.stdlib.add_log_level,
-                structlog.stdlib.add_logger_name,
-                structlog.stdlib.ExtraAdder(),
-            ],
+            # No ExtraAdder: a library's ``extra`` keys must not replace the schema's fields.
+            foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *shared,

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from common.aws import aws_error_code, client_ctx
 from common.breaker import OPEN, CircuitBreaker
-from common.errors import NotConfigured, ServiceError, Unavailable
+from common.errors import CircuitOpen, NotConfigured, ServiceError, Unavailable
 from common.logging import get_logger
 from common.metrics import add_metric
 from common.web import REQUEST_ID, SHUTTING_DOWN, ProbeCache, create_base_app, json_response
@@ -171,7 +171,7 @@ async def readiness(app: web.Application) -> str | None:
                 app[SQS_CLIENT].send_message_batch(QueueUrl=queue_url, Entries=[entry]),
                 READY_TIMEOUT,
             )
-        except ServiceError as exc:
+        except CircuitOpen as exc:
             return exc.message  # the breaker refused the probe
         except Exception as exc:
             code = (aws_error_code(exc) or "").removeprefix("AWS.SimpleQueueService.")

@@ -55,7 +55,7 @@ _FORBIDDEN = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in FORBI
 ATTR_NAME_PATTERN = r"[A-Za-z0-9_.-]+"
 ATTR_TYPE_PATTERN = r"(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?"
 # MessageGroupId / MessageDeduplicationId: 1-128 printable ASCII characters (no space).
-ID_PATTERN = r"[!-~]{1,128}"
+ID_PATTERN = rf"[!-~]{{1,{MAX_ID_LENGTH}}}"
 _ATTR_NAME = re.compile(rf"^{ATTR_NAME_PATTERN}\Z")
 _ATTR_TYPE = re.compile(rf"^{ATTR_TYPE_PATTERN}\Z")
 _ID = re.compile(rf"^{ID_PATTERN}\Z")
@@ -96,7 +96,7 @@ class Limits:
 
     fifo: bool
     max_message_bytes: int
-    max_batch_messages: int = 100
+    max_batch_messages: int
 
 
 def _invalid(code: str, message: str, where: str) -> Unprocessable:

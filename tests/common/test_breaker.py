@@ -85,7 +85,7 @@ def test_a_lost_trial_expires() -> None:
 
 def test_threshold_zero_disables() -> None:
     """BREAKER_THRESHOLD=0 turns the breaker off."""
-    b = CircuitBreaker("x", threshold=0, clock=Clock())
+    b = CircuitBreaker("x", threshold=0, reset_seconds=5, clock=Clock())
     for _ in range(100):
         b.record(False)
     b.before_call()

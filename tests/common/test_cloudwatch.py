@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from common.cloudwatch import CloudWatchShipper, build_shipper
 from common.config import AwsSettings, CloudWatchSettings
@@ -48,6 +49,9 @@ async def test_waiting_lines_are_bounded_when_cloudwatch_is_down() -> None:
     assert shipper.admitted + shipper.dropped == 10_000
     assert shipper.dropped > 0
     await shipper.close(timeout=30)
+    # Nothing reached CloudWatch, and the counts say so.
+    assert shipper.delivered == 0
+    assert shipper.undelivered() == shipper.admitted
 
 
 @pytest.mark.filterwarnings("ignore::watchtower.WatchtowerWarning")
@@ -72,6 +76,7 @@ async def test_sender_survives_a_failing_send(
     events = [x["event"] for x in await log_lines(logs_client, log_group)]
     assert events == ["after"]
     assert shipper.queued() == 0
+    assert (shipper.delivered, shipper.undelivered()) == (1, 1)  # the lost line is counted
 
 
 async def test_delivery_loggers_are_never_shipped(
@@ -87,3 +92,29 @@ async def test_delivery_loggers_are_never_shipped(
     assert await shipper.close(timeout=30)
     (line,) = await log_lines(logs_client, log_group)
     assert line == {"event": "kept", "level": "info", "logger": "t", "_aws": {"Timestamp": 1}}
+
+
+@pytest.mark.filterwarnings("ignore::watchtower.WatchtowerWarning")
+async def test_stream_creation_failures_do_not_end_shipping(
+    logs_client: Any, log_group: str, moto_url: str
+) -> None:
+    """CreateLogStream fails with a connection error twice (a new task while CloudWatch is
+    unreachable): lines wait, the stream is created on a later try, and they all arrive."""
+    shipper = shipper_for(moto_url, log_group, send_interval=0.1)
+    failures = 2
+
+    def unreachable(**_: Any) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise EndpointConnectionError(endpoint_url=moto_url)
+
+    shipper.client.meta.events.register("before-send.cloudwatch-logs.CreateLogStream", unreachable)
+    for i in range(3):
+        shipper.ship({"event": f"line-{i}", "level": "info", "logger": "t"})
+    shipper.flush()
+    assert await shipper.close(timeout=30)
+    events = [x["event"] for x in await log_lines(logs_client, log_group)]
+    assert events == ["line-0", "line-1", "line-2"]
+    assert failures == 0
+    assert shipper.undelivered() == 0

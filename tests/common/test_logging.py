@@ -14,8 +14,9 @@ import pytest
 import structlog
 
 from common.config import AwsSettings, CloudWatchSettings
-from common.logging import BASE_FIELDS, configure_logging, get_logger, iso_utc, render_json
+from common.logging import BASE_FIELDS, configure_logging, get_logger, iso_utc
 from common.metrics import emf
+from common.render import render_json
 from tests.conftest import common_settings, log_lines
 
 
@@ -156,3 +157,28 @@ async def test_production_split_one_ingestion_path(
     assert "_aws" in shipped["attention"]
     for line in shipped.values():
         assert set(BASE_FIELDS) <= set(line)
+
+
+def test_a_librarys_extra_fields_cannot_replace_the_schemas(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``extra`` on another library's record never overrides level, service, version or event
+    (an ``extra={"level": "debug"}`` must not hide an error)."""
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+    forged = {"level": "debug", "service": "evil", "version": "v9", "event": "hijack"}
+    logging.getLogger("somelib").error("real error", extra=forged)
+    (line,) = lines(capsys.readouterr().out)
+    assert (line["level"], line["service"], line["version"]) == ("error", "demo", "test")
+    assert line["event"] == "real error"
+
+
+def test_stdout_level_above_log_level_needs_cloudwatch() -> None:
+    """STDOUT_LOG_LEVEL=warning with LOG_LEVEL=info and no CloudWatch would drop every info line:
+    refused at start, naming the way out."""
+    from common.config import ConfigError
+    from s3svc.config import S3Settings
+
+    with pytest.raises(ConfigError, match="CLOUDWATCH_LOG_GROUP"):
+        S3Settings.from_env({"STDOUT_LOG_LEVEL": "warning"})
+    settings = S3Settings.from_env({"STDOUT_LOG_LEVEL": "warning", "CLOUDWATCH_LOG_GROUP": "/g"})
+    assert settings.common.stdout_log_level == "warning"

@@ -98,7 +98,10 @@ class FakeSqs:
 
 def msg(body: str, *, fifo: bool = False, **fields: Any) -> OutgoingMessage:
     """A message validated the way the service validates it."""
-    return parse_message({"message": body, **fields}, Limits(fifo=fifo, max_message_bytes=MIB))
+    return parse_message(
+        {"message": body, **fields},
+        Limits(fifo=fifo, max_message_bytes=MIB, max_batch_messages=100),
+    )
 
 
 def client_error(code: str, status: int) -> ClientError:

@@ -247,7 +247,7 @@ FIFO_CASES: list[tuple[str, Any, int, str]] = [
 def test_validator_rule(payload: Any, fifo: bool, status: int, code: str) -> None:
     """The validator refuses each invalid message with its status and stable code."""
     with pytest.raises(ServiceError) as info:
-        parse_message(payload, Limits(fifo=fifo, max_message_bytes=MIB))
+        parse_message(payload, Limits(fifo=fifo, max_message_bytes=MIB, max_batch_messages=100))
     assert (info.value.status, info.value.code) == (status, code)
     assert info.value.details["field"]
 
@@ -359,7 +359,7 @@ async def test_send_batch_with_invalid_items_sends_nothing(
 
 def test_size_counts_utf8_bytes_of_body_and_attributes() -> None:
     """Size = UTF-8 body + each attribute's name, type and value (Binary: decoded bytes)."""
-    limits = Limits(fifo=False, max_message_bytes=MIB)
+    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
     m = parse_message(
         {
             "message": "héllo",  # 6 bytes
@@ -376,7 +376,7 @@ def test_size_counts_utf8_bytes_of_body_and_attributes() -> None:
 
 def test_exactly_the_limit_is_accepted() -> None:
     """A message of exactly SQS_MAX_MESSAGE_BYTES passes; one byte more does not."""
-    limits = Limits(fifo=False, max_message_bytes=1000)
+    limits = Limits(fifo=False, max_message_bytes=1000, max_batch_messages=100)
     assert parse_message({"message": "x" * 1000}, limits).size == 1000
     with pytest.raises(Exception, match="limit is 1000"):
         parse_message({"message": "x" * 1001}, limits)
@@ -384,14 +384,14 @@ def test_exactly_the_limit_is_accepted() -> None:
 
 def test_allowed_edge_characters_pass() -> None:
     """Tab, LF, CR, U+D7FF, U+E000, U+FFFD and astral characters are allowed."""
-    limits = Limits(fifo=False, max_message_bytes=MIB)
+    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
     text = "\t\n\r \ud7ff\ue000\ufffd\U0001f600\U0010ffff"
     assert parse_message({"message": text}, limits).body == text
 
 
 def test_number_notations_sqs_accepts_pass() -> None:
     """Signs, a bare fraction, exponents and JSON numbers are Numbers; the text is kept as given."""
-    limits = Limits(fifo=False, max_message_bytes=MIB)
+    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
     values: list[Any] = ["-1.5", "+3", ".5", "1.", "1e5", "2.5E-3", 42, 2.5]
     m = parse_message(
         {
@@ -406,5 +406,5 @@ def test_number_notations_sqs_accepts_pass() -> None:
 
 def test_group_id_is_allowed_on_standard_queues() -> None:
     """A group id on a standard queue is passed on (SQS fair queues use it)."""
-    limits = Limits(fifo=False, max_message_bytes=MIB)
+    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
     assert parse_message({"message": "x", "group_id": "tenant-1"}, limits).group_id == "tenant-1"
