@@ -17,9 +17,25 @@ from sqssvc.messages import (
     MAX_DELAY_SECONDS,
 )
 
+# Characters SQS accepts, from the validator's ranges (JSON Schema cannot name lone surrogates;
+# UTF-8 bodies cannot hold them anyway).
+SQS_TEXT = (
+    "^[^"
+    + "".join(
+        f"\\u{lo:04X}-\\u{hi:04X}" for lo, hi in FORBIDDEN_RANGES if hi < 0xD800 or lo > 0xDFFF
+    )
+    + "]+$"
+)
+SQS_ID = f"^{ID_PATTERN}$"
+
 ATTRIBUTE = {
     "oneOf": [
-        {"type": "string", "description": "a String attribute"},
+        {
+            "type": "string",
+            "minLength": 1,
+            "pattern": SQS_TEXT,
+            "description": "a String attribute",
+        },
         {"type": "number", "description": "a Number attribute"},
         {
             "type": "object",
@@ -36,16 +52,6 @@ ATTRIBUTE = {
     ]
 }
 
-# Characters SQS accepts, from the validator's ranges (JSON Schema cannot name lone surrogates;
-# UTF-8 bodies cannot hold them anyway).
-SQS_TEXT = (
-    "^[^"
-    + "".join(
-        f"\\u{lo:04X}-\\u{hi:04X}" for lo, hi in FORBIDDEN_RANGES if hi < 0xD800 or lo > 0xDFFF
-    )
-    + "]+$"
-)
-SQS_ID = f"^{ID_PATTERN}$"
 
 MESSAGE: dict[str, Any] = {
     "type": "object",

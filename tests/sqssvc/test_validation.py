@@ -408,3 +408,48 @@ def test_group_id_is_allowed_on_standard_queues() -> None:
     """A group id on a standard queue is passed on (SQS fair queues use it)."""
     limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
     assert parse_message({"message": "x", "group_id": "tenant-1"}, limits).group_id == "tenant-1"
+
+
+def _validator_accepts(payload: dict[str, Any], fifo: bool) -> bool:
+    try:
+        parse_message(payload, Limits(fifo=fifo, max_message_bytes=MIB, max_batch_messages=100))
+    except ServiceError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("group_id", "order-42"),
+        ("group_id", "has space"),
+        ("group_id", "x" * 128),
+        ("group_id", "x" * 129),
+        ("group_id", "tab\there"),
+        ("group_id", "ünïcode"),
+        ("message", "plain"),
+        ("message", "nul\x00"),
+        ("message", "\ufffe"),
+        ("message", "emoji 🚀"),
+        ("attribute", "ok"),
+        ("attribute", ""),
+        ("attribute", "ctl\x01"),
+    ],
+)
+def test_openapi_patterns_agree_with_the_validator(field: str, value: str) -> None:
+    """The OpenAPI document's patterns come from the validator's: both accept or both refuse."""
+    import jsonschema
+
+    from sqssvc.openapi import ATTRIBUTE, MESSAGE
+
+    if field == "attribute":
+        schema: Any = ATTRIBUTE["oneOf"][0]
+        payload: dict[str, Any] = {"message": "m", "attributes": {"a": value}}
+    elif field == "message":
+        schema = MESSAGE["properties"]["message"]["anyOf"][0]
+        payload = {"message": value}
+    else:
+        schema = MESSAGE["properties"][field]
+        payload = {"message": "m", field: value}
+    documented = jsonschema.Draft202012Validator(schema).is_valid(value)
+    assert documented is _validator_accepts(payload, fifo=field == "group_id")
