@@ -52,7 +52,12 @@ MAX_ID_LENGTH = 128
 FORBIDDEN_RANGES = ((0x0, 0x8), (0xB, 0xC), (0xE, 0x1F), (0xD800, 0xDFFF), (0xFFFE, 0xFFFF))
 _FORBIDDEN = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in FORBIDDEN_RANGES) + "]")
 # Field patterns without anchors, shared with the OpenAPI document (which anchors them its way).
-ATTR_NAME_PATTERN = r"[A-Za-z0-9_.-]+"
+# An attribute name: 1-256 of letters, digits, _ - . with no leading, trailing or double period,
+# not starting with AWS. or Amazon. in any case (lookaheads: both Python and JSON Schema take them).
+ATTR_NAME_PATTERN = (
+    r"(?![Aa][Ww][Ss]\.|[Aa][Mm][Aa][Zz][Oo][Nn]\.)(?!\.)(?!.*\.\.)(?!.*\.$)"
+    rf"[A-Za-z0-9_.-]{{1,{MAX_ATTRIBUTE_NAME}}}"
+)
 ATTR_TYPE_PATTERN = r"(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?"
 # MessageGroupId / MessageDeduplicationId: 1-128 printable ASCII characters (no space).
 ID_PATTERN = rf"[!-~]{{1,{MAX_ID_LENGTH}}}"
@@ -251,16 +256,7 @@ def _attribute(name: str, raw: Any, where: str) -> tuple[dict[str, Any], int]:
 
 
 def _attribute_name(name: str, where: str) -> None:
-    lower = name.lower()
-    if (
-        not name
-        or len(name) > MAX_ATTRIBUTE_NAME
-        or not _ATTR_NAME.match(name)
-        or name.startswith(".")
-        or name.endswith(".")
-        or ".." in name
-        or lower.startswith(("aws.", "amazon."))
-    ):
+    if not _ATTR_NAME.match(name):
         raise _invalid(
             "invalid_attribute_name",
             f"attribute name {name[:60]!r} is not valid: 1-256 of letters, digits, _ - . "

@@ -12,7 +12,6 @@ from sqssvc.messages import (
     ATTR_TYPE_PATTERN,
     FORBIDDEN_RANGES,
     ID_PATTERN,
-    MAX_ATTRIBUTE_NAME,
     MAX_ATTRIBUTES,
     MAX_DELAY_SECONDS,
 )
@@ -67,7 +66,7 @@ MESSAGE: dict[str, Any] = {
         "attributes": {
             "type": ["object", "null"],
             "maxProperties": MAX_ATTRIBUTES,
-            "propertyNames": {"pattern": f"^{ATTR_NAME_PATTERN}$", "maxLength": MAX_ATTRIBUTE_NAME},
+            "propertyNames": {"pattern": f"^{ATTR_NAME_PATTERN}$"},
             "additionalProperties": {"$ref": "#/components/schemas/Attribute"},
         },
         "delay_seconds": {

@@ -432,6 +432,14 @@ def _validator_accepts(payload: dict[str, Any], fifo: bool) -> bool:
         ("message", "\ufffe"),
         ("message", "emoji 🚀"),
         ("attribute", "ok"),
+        ("attribute name", "order_id-2.v"),
+        ("attribute name", "AWS.trace"),
+        ("attribute name", "amazon.x"),
+        ("attribute name", ".a"),
+        ("attribute name", "a."),
+        ("attribute name", "a..b"),
+        ("attribute name", "x" * 256),
+        ("attribute name", "x" * 257),
         ("attribute", ""),
         ("attribute", "ctl\x01"),
     ],
@@ -442,9 +450,14 @@ def test_openapi_patterns_agree_with_the_validator(field: str, value: str) -> No
 
     from sqssvc.openapi import ATTRIBUTE, MESSAGE
 
-    if field == "attribute":
-        schema: Any = ATTRIBUTE["oneOf"][0]
-        payload: dict[str, Any] = {"message": "m", "attributes": {"a": value}}
+    schema: Any
+    payload: dict[str, Any]
+    if field == "attribute name":
+        schema = MESSAGE["properties"]["attributes"]["propertyNames"]
+        payload = {"message": "m", "attributes": {value: "v"}}
+    elif field == "attribute":
+        schema = ATTRIBUTE["oneOf"][0]
+        payload = {"message": "m", "attributes": {"a": value}}
     elif field == "message":
         schema = MESSAGE["properties"]["message"]["anyOf"][0]
         payload = {"message": value}
