@@ -206,19 +206,20 @@ def main(argv: list[str] | None = None) -> int:
         # Console lines for the terminal; the CloudWatch copy (moto) is JSON, for common.logs.
         env = dict(base_env, AWS_ENDPOINT_URL=endpoint, HOST=HOST, LOG_FORMAT="console")
         env.update(CLOUDWATCH_LOG_GROUP=LOG_GROUP, CLOUDWATCH_SEND_INTERVAL="1")
+        # (label of its output lines, module, port, settings of its own)
         services = [
             (
+                "s3svc",
                 "s3svc",
                 args.s3_port,
                 {"BUCKET_NAME": made["bucket"], "DOWNLOAD_URL_SECONDS": DOWNLOAD_URL_SECONDS},
             ),
-            ("sqssvc", args.sqs_port, {"QUEUE_URL": made["queue_url"]}),
-            ("sqssvc", args.sqs_fifo_port, {"QUEUE_URL": made["fifo_queue_url"]}),
+            ("sqssvc", "sqssvc", args.sqs_port, {"QUEUE_URL": made["queue_url"]}),
+            ("sqsfifo", "sqssvc", args.sqs_fifo_port, {"QUEUE_URL": made["fifo_queue_url"]}),
         ]
-        names = {args.sqs_fifo_port: "sqsfifo"}  # the second sqssvc's lines, told apart
-        for module, port, extra in services:
+        for label, module, port, extra in services:
             child = start(
-                names.get(port, module),
+                label,
                 [sys.executable, "-m", module],
                 dict(env, PORT=str(port), **extra),
             )

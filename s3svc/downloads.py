@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
 from aiohttp import web
@@ -22,11 +22,16 @@ from common.aws import open_client
 from s3svc.config import S3Settings
 from s3svc.upload import StoredFile
 
+if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
+    from types_aiobotocore_s3 import S3Client
+
 
 class DownloadLinks:
     """Signs a GET link for a stored file, valid for ``seconds``."""
 
-    def __init__(self, client: Any, seconds: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: S3Client, seconds: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._client = client
         self._seconds = seconds
         self._clock = clock
@@ -41,7 +46,7 @@ class DownloadLinks:
         """
         name = stored.filename or stored.key.rsplit("/", 1)[-1]
         disposition = "attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
-        params = {
+        params: dict[str, str] = {
             "Bucket": stored.bucket,
             "Key": stored.key,
             "ResponseContentDisposition": disposition,
