@@ -33,7 +33,7 @@ from structlog.typing import FilteringBoundLogger
 
 from common.auth import auth_middleware
 from common.config import CommonSettings
-from common.errors import PayloadTooLarge, RequestTimeout, ServiceError
+from common.errors import ServiceError
 from common.logging import LogShipping, get_logger
 from common.metrics import REQUEST_METRICS, request_metrics
 
@@ -378,42 +378,6 @@ def create_base_app(
 # After the grace period, how long aiohttp waits for a handler it has cancelled (e.g. an upload
 # aborting its multipart upload) before closing the app's clients.
 CANCEL_WAIT = 2.0
-
-
-async def body_read(awaitable: Awaitable[T], seconds: float) -> T:
-    """Await one read of a request body, giving up with 408 after ``seconds`` without data.
-
-    aiohttp has no body timeout of its own, so a client trickling its body (slow-loris) would
-    otherwise hold a handler, and whatever it buffers, for ever.
-    """
-    try:
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    except TimeoutError:
-        raise RequestTimeout(
-            f"no request body data for {seconds:g}s; the request was given up", code="body_timeout"
-        ) from None
-
-
-async def read_body(request: web.Request, limit: int, idle_timeout: float) -> bytes:
-    """The whole request body, at most ``limit`` bytes (413 beyond), each read under the idle
-    timeout (408 when the client stops sending)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(
-            f"request body of {declared} bytes exceeds the limit of {limit} bytes",
-            code="payload_too_large",
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await body_read(request.content.readany(), idle_timeout):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body exceeds the limit of {limit} bytes", code="payload_too_large"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class PortInUse(Exception):

@@ -12,6 +12,7 @@ from aiohttp.hdrs import CONTENT_TYPE
 from aiohttp.http_exceptions import HttpProcessingError
 
 from common.aws import aws_error_code, client_ctx
+from common.bodies import body_read
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import (
     BadRequest,
@@ -22,7 +23,7 @@ from common.errors import (
 )
 from common.logging import get_logger
 from common.metrics import BYTES, add_metric
-from common.web import REQUEST_ID, ProbeCache, body_read, create_base_app, json_response
+from common.web import REQUEST_ID, ProbeCache, create_base_app, json_response
 from s3svc.config import S3Settings
 from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
 from s3svc.openapi import spec

@@ -27,9 +27,9 @@ from aiohttp import BodyPartReader
 from aiohttp.http_exceptions import HttpProcessingError
 
 from common.aws import aws_error_code, is_aws_failure, to_service_error
+from common.bodies import body_read
 from common.errors import BadRequest, PayloadTooLarge
 from common.logging import get_logger
-from common.web import body_read
 from s3svc.config import MAX_PARTS, S3Settings, part_size_for
 from s3svc.keys import make_key, metadata_filename
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from common.bodies import read_body
 from common.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -32,7 +33,6 @@ from common.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from common.web import read_body
 
 FIELDS = frozenset({"message", "attributes", "delay_seconds", "group_id", "deduplication_id"})
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
@@ -132,7 +132,7 @@ async def read_json(request: web.Request, limit: int, idle_timeout: float) -> An
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {ctype!r}", code="unsupported_media_type"
         )
-    raw = await read_body(request, limit, idle_timeout)
+    raw = await read_body(request.content, request.content_length, limit, idle_timeout)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
