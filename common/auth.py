@@ -28,6 +28,11 @@ def presented_key(request: web.Request) -> str | None:
     return key or None
 
 
+# The caller's identity for scoping (e.g. idempotency keys): the SHA-256 digest of the API key
+# it presented; "" when API keys are off (one global scope).
+CALLER: web.RequestKey[str] = web.RequestKey("caller", str)
+
+
 def key_matches(key: str, digests: tuple[str, ...]) -> bool:
     """True if sha256(key) is one of ``digests``; every digest is compared (constant time)."""
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest().encode()
@@ -35,6 +40,11 @@ def key_matches(key: str, digests: tuple[str, ...]) -> bool:
     for d in digests:
         found |= hmac.compare_digest(digest, d.encode())
     return found
+
+
+def caller(request: web.Request) -> str:
+    """The scope of the request's caller: its API key's digest, or "" with API keys off."""
+    return request.get(CALLER, "")
 
 
 def auth_middleware(digests: tuple[str, ...], is_open: Callable[[web.Request], bool]) -> Middleware:
@@ -51,6 +61,7 @@ def auth_middleware(digests: tuple[str, ...], is_open: Callable[[web.Request], b
                 code="unauthorized",
                 headers={"WWW-Authenticate": 'Bearer realm="api"'},
             )
+        request[CALLER] = hashlib.sha256(key.encode("utf-8")).hexdigest()
         return await handler(request)
 
     return middleware

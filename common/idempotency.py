@@ -1,0 +1,38 @@
+"""Idempotency keys (IETF httpapi draft "The Idempotency-Key HTTP Header Field").
+
+A caller sends ``Idempotency-Key: <key>`` so that a retry of a request that may or may not have
+taken effect cannot take effect twice. Keys are scoped per caller: with API keys on, two callers'
+equal keys are different keys; with API keys off the scope is global.
+
+The services never store the raw key: what they use (an object key, an SQS deduplication id) is
+a digest of the scope and the key, so it is safe in any alphabet and leaks nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from common.errors import BadRequest
+
+HEADER = "Idempotency-Key"
+# 1-255 printable ASCII characters (space to tilde); shared with the OpenAPI documents.
+KEY_PATTERN = r"[\x20-\x7E]{1,255}"
+_KEY_RE = re.compile(rf"^{KEY_PATTERN}\Z")
+
+
+def parse_key(raw: str | None) -> str | None:
+    """The caller's idempotency key, or None when absent; 400 ``invalid_idempotency_key`` when
+    it is not 1-255 printable ASCII characters."""
+    if raw is None:
+        return None
+    if not _KEY_RE.match(raw):
+        raise BadRequest(
+            f"{HEADER} must be 1 to 255 printable ASCII characters", code="invalid_idempotency_key"
+        )
+    return raw
+
+
+def scoped_digest(key: str, scope: str) -> str:
+    """A 64-character hex digest naming ``key`` within ``scope`` (the caller; "" when global)."""
+    return hashlib.sha256(f"{scope}\n{key}".encode("ascii")).hexdigest()
