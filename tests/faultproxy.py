@@ -2,7 +2,7 @@
 
 The service's ``AWS_ENDPOINT_URL`` points at the proxy; the proxy forwards each AWS call to moto
 unless ``rule`` returns a :class:`Fault` for it: an error status with an AWS error body, added
-latency, a reset connection, or a stall. Every call is recorded in ``calls``.
+latency, a reset connection, a stall, or an answer held back after the backend acted. Every call is recorded in ``calls``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ class Fault:
     delay: float = 0.0  # seconds to wait before acting
     reset: bool = False  # drop the connection without an answer
     stall: bool = False  # never answer (until the client gives up)
+    # Forward the call (the backend acts on it), then hold the answer this many seconds: a
+    # backend that did the work but answered too late (the client's read timeout fires).
+    hold: float = 0.0
 
 
 Rule = Callable[[Call], Fault | None]
@@ -134,6 +137,8 @@ class FaultProxy:
             allow_redirects=False,
         ) as upstream:
             payload = await upstream.read()
+            if fault is not None and fault.hold:
+                await asyncio.sleep(fault.hold)
             out_headers = {
                 k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS
             }
