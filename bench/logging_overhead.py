@@ -565,7 +565,7 @@ def report(
         f"time per request; peak RSS = the service's VmHWM, reset before each phase (max over "
         f"rounds). Ratio = median over rounds of (req/s of the setting / req/s of `off` in the "
         f"same round), paired by round because moto's speed drifts over a run; per-round "
-        f"ratios in brackets. `/health` is `common/web.py`'s, the same in both "
+        f"ratios in brackets. `/health` is `common/app.py`'s, the same in both "
         f"services.",
         "",
         *[f"- `{s.name}`: {s.label}." for s in SETTINGS],

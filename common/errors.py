@@ -1,4 +1,4 @@
-"""The exceptions a handler raises to answer with a JSON error; ``web.error_middleware`` renders them.
+"""The exceptions a handler raises to answer with a JSON error; ``middleware.error_middleware`` renders them.
 
 Every error response is ``{"error": code, "message": text, "request_id": id}``: ``code`` is stable
 (clients branch on it), ``message`` is for humans and may change.

@@ -286,7 +286,7 @@ def configure_logging(settings: CommonSettings) -> LogShipping:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=functools.lru_cache(maxsize=None)(lambda name="": _Named(writer, name)),
         # Module-level loggers stay lazy (a test may configure logging again); the access line's
-        # logger is bound once per app instead (common.web).
+        # logger is bound once per app instead (common.app).
         cache_logger_on_first_use=False,
     )
     foreign = _ForeignRecords()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from common.cli import parse_command_line
 from common.config import load_or_exit
 from common.logging import configure_logging
-from common.web import serve
+from common.server import serve
 from s3svc.app import create_app
 from s3svc.config import S3Settings
 

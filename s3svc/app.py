@@ -11,6 +11,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.hdrs import CONTENT_TYPE
 from aiohttp.http_exceptions import HttpProcessingError
 
+from common.app import ProbeCache, create_base_app
 from common.aws import aws_error_code, client_ctx
 from common.bodies import body_read
 from common.breaker import OPEN, CircuitBreaker
@@ -23,7 +24,7 @@ from common.errors import (
 )
 from common.logging import get_logger
 from common.metrics import BYTES, add_metric
-from common.web import REQUEST_ID, ProbeCache, create_base_app, json_response
+from common.responses import REQUEST_ID, json_response
 from s3svc.config import S3Settings
 from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
 from s3svc.openapi import spec

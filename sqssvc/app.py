@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from common.app import ProbeCache, create_base_app
+from common.appkeys import SHUTTING_DOWN
 from common.aws import aws_error_code, client_ctx
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import CircuitOpen, NotConfigured, ServiceError, Unavailable
 from common.logging import get_logger
 from common.metrics import add_metric
-from common.web import REQUEST_ID, SHUTTING_DOWN, ProbeCache, create_base_app, json_response
+from common.responses import REQUEST_ID, json_response
 from sqssvc.batcher import Batcher, BatcherConfig, SendResult
 from sqssvc.config import SqsSettings
 from sqssvc.messages import Limits, parse_batch, parse_message, read_json

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from common.app import create_base_app
 from common.config import AwsSettings, ConfigError
-from common.web import create_base_app
 from s3svc.config import S3Settings
 from tests.conftest import common_settings
 

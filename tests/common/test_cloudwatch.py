@@ -17,7 +17,7 @@ from common.config import AwsSettings, CloudWatchSettings
 from tests.conftest import common_settings, log_lines
 from tests.procs import free_port
 
-LINE = {"event": "request", "level": "info", "logger": "common.web", "pad": "x" * 10_000}
+LINE = {"event": "request", "level": "info", "logger": "common.middleware", "pad": "x" * 10_000}
 
 
 def shipper_for(endpoint: str, group: str, **cw: Any) -> CloudWatchShipper:

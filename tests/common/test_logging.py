@@ -87,7 +87,7 @@ def test_console_format_hides_the_emf_fields(capsys: pytest.CaptureFixture[str])
     metrics = emf("NS", {"Route": "/demo/x"}, {"Requests": (1, "Count")})
     for fmt in ("console", "json"):
         configure_logging(common_settings("demo", AwsSettings(), "/demo", log_format=fmt))
-        get_logger("common.web").info("request", status=201, **metrics)
+        get_logger("common.middleware").info("request", status=201, **metrics)
         out = capsys.readouterr().out
         assert "status=201" in out or '"status":201' in out
         assert ("CloudWatchMetrics" in out) is (fmt == "json"), out
@@ -118,14 +118,14 @@ def test_a_failing_stdout_never_fails_the_caller(
     broken.buffer.close()
     monkeypatch.setattr("sys.stdout", broken)
     configure_logging(common_settings("demo", AwsSettings(), "/demo"))
-    get_logger("common.web").info("request", status=200)
+    get_logger("common.middleware").info("request", status=200)
     assert "logging error" in capsys.readouterr().err
 
 
 def test_a_value_orjson_cannot_render_is_still_written(capsys: pytest.CaptureFixture[str]) -> None:
     """An integer beyond 64 bits: the standard library renders the line instead."""
     configure_logging(common_settings("demo", AwsSettings(), "/demo"))
-    get_logger("common.web").info("request", bytes_in=2**64)
+    get_logger("common.middleware").info("request", bytes_in=2**64)
     (line,) = lines(capsys.readouterr().out)
     assert line["bytes_in"] == 2**64
     assert json.loads(render_json({"x": "\ud800"}))["x"] == "\ud800"

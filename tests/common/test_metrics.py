@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from common.app import create_base_app
 from common.config import AwsSettings
 from common.logging import configure_logging
 from common.metrics import MAX_DIMENSIONS, MAX_METRICS, add_metric, emf, request_metrics
-from common.web import create_base_app
 from tests.conftest import common_settings
 
 

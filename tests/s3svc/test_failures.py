@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from common.web import CANCEL_WAIT
+from common.server import CANCEL_WAIT
 from s3svc.app import UPLOADER, create_app
 from s3svc.config import MIB, S3Settings
 from tests.conftest import open_uploads, through

@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 
+from common.appkeys import SHUTTING_DOWN
 from common.config import AwsSettings
 from common.errors import ServiceError, Unavailable
-from common.web import SHUTTING_DOWN
 from sqssvc.app import none_sent
 from tests.faultproxy import Call, Fault, fault_proxy
 from tests.sqssvc.conftest import Client, QueueFactory, consuming, drain

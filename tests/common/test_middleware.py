@@ -1,4 +1,4 @@
-"""The shared HTTP shell: request ids, JSON errors for everything, one access line per request."""
+"""The middlewares: request ids, JSON errors for everything, one access line per request."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from common.app import create_base_app
 from common.config import AwsSettings
-from common.errors import ServiceError, Unavailable
-from common.web import create_base_app
+from common.errors import Unavailable
 from tests.conftest import common_settings
-
-
-async def not_ready(_: web.Application) -> str | None:
-    """A readiness check that always fails."""
-    return "backend down"
 
 
 async def ready(_: web.Application) -> str | None:
@@ -25,9 +20,9 @@ async def ready(_: web.Application) -> str | None:
     return None
 
 
-def make_app(readiness: Any = ready) -> web.Application:
+def make_app() -> web.Application:
     """The base app with a few routes that misbehave on purpose."""
-    app = create_base_app(common_settings("demo", AwsSettings(), "/demo"), readiness)
+    app = create_base_app(common_settings("demo", AwsSettings(), "/demo"), ready)
 
     async def boom(_: web.Request) -> web.Response:
         raise RuntimeError("secret internals")
@@ -38,33 +33,10 @@ def make_app(readiness: Any = ready) -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         return web.json_response(await request.json())
 
-    async def unencodable(_: web.Request) -> web.Response:
-        # What a validator does when it names a JSON key that was a lone surrogate escape.
-        raise ServiceError(
-            "unknown field '\\ud800'",
-            code="unknown_field",
-            status=422,
-            details={"field": "$.\ud800"},
-        )
-
     app.router.add_get("/demo/boom", boom)
-    app.router.add_get("/demo/unencodable", unencodable)
     app.router.add_get("/demo/busy", busy)
     app.router.add_post("/demo/echo", echo)
     return app
-
-
-async def test_error_naming_a_lone_surrogate_is_still_json(
-    aiohttp_client: Callable[..., Any],
-) -> None:
-    """orjson refuses a lone surrogate; the answer is still the JSON error shape, escaped."""
-    client = await aiohttp_client(make_app())
-    resp = await client.get("/demo/unencodable")
-    assert resp.status == 422
-    assert resp.content_type == "application/json"
-    body = json.loads(await resp.read())
-    assert (body["error"], body["field"]) == ("unknown_field", "$.\ud800")
-    assert body["request_id"] == resp.headers["X-Request-ID"]
 
 
 async def test_request_id_is_taken_from_header(aiohttp_client: Callable[..., Any]) -> None:
@@ -126,17 +98,6 @@ async def test_body_over_client_max_size_is_413_json(aiohttp_client: Callable[..
     resp = await client.post("/demo/echo", data=b"x" * (2 * 1024 * 1024))
     assert resp.status == 413
     assert (await resp.json())["error"] == "payload_too_large"
-
-
-async def test_ready_and_health(aiohttp_client: Callable[..., Any]) -> None:
-    """Health is liveness only; ready reports the readiness check's reason."""
-    up = await aiohttp_client(make_app(ready))
-    assert (await up.get("/demo/ready")).status == 200
-    down = await aiohttp_client(make_app(not_ready))
-    assert (await down.get("/health")).status == 200
-    resp = await down.get("/demo/ready")
-    assert resp.status == 503
-    assert (await resp.json())["message"] == "backend down"
 
 
 async def test_one_access_line_per_request(

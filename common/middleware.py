@@ -1,0 +1,211 @@
+"""The middlewares every request passes, outermost first, and the one access line per request.
+
+- ``context_middleware``: picks the request id (``X-Request-ID``, else the ALB's
+  ``X-Amzn-Trace-Id`` root, else a new one), binds it to the log context, echoes it in the
+  response, counts the request as in flight, refuses new work once shutdown began, and writes
+  the access line.
+- ``error_middleware``: renders ``ServiceError`` and ``web.HTTPException`` as JSON
+  ``{"error", "message", "request_id"}``; anything else is logged with its stack and answered 500
+  without internals.
+
+The API-key middleware (``common/auth.py``) comes third when keys are configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler, Middleware
+
+from common.appkeys import ACCESS_LOG, IN_FLIGHT, SETTINGS, SHUTTING_DOWN
+from common.errors import ServiceError
+from common.logging import get_logger
+from common.metrics import REQUEST_METRICS, Metrics, request_metrics
+from common.responses import (
+    CLIENT_CLOSED,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    code_for,
+    error_response,
+)
+
+log = get_logger("common.middleware")
+
+TRACE_HEADER = "X-Amzn-Trace-Id"
+# A caller-supplied id is echoed into headers and logs: accept only a safe, bounded alphabet.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}\Z")
+_TRACE_ROOT_RE = re.compile(r"(?:^|;)\s*Root=([A-Za-z0-9-]{1,64})")
+
+
+def new_request_id() -> str:
+    """A fresh request id, for a request that brought none."""
+    return uuid.uuid4().hex
+
+
+def pick_request_id(request: web.BaseRequest) -> tuple[str, str | None]:
+    """(request id, ALB trace root or None) for this request."""
+    trace_root = None
+    trace = request.headers.get(TRACE_HEADER)
+    if trace:
+        m = _TRACE_ROOT_RE.search(trace)
+        trace_root = m.group(1) if m else None
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    if _REQUEST_ID_RE.match(given):
+        return given, trace_root
+    return trace_root or new_request_id(), trace_root
+
+
+def client_ip(request: web.BaseRequest) -> str | None:
+    """The original client: the first ``X-Forwarded-For`` entry (the ALB appends the peer to
+    it), else the peer itself."""
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    return request.remote
+
+
+def write_access_line(app: web.Application, fields: dict[str, Any], extra: Metrics) -> None:
+    """Write the access line ``fields`` (``route``, ``status``, ``latency_ms`` among them), with
+    the request's EMF metrics when metrics are on."""
+    settings = app[SETTINGS]
+    if settings.metrics:
+        fields.update(
+            request_metrics(
+                settings.metrics_namespace,
+                settings.service,
+                fields["route"],
+                fields["status"],
+                fields["latency_ms"],
+                extra,
+            )
+        )
+    app[ACCESS_LOG].info("request", **fields)
+
+
+def context_middleware(is_probe: Callable[[web.Request], bool]) -> Middleware:
+    """Request id, log context, in-flight count and the access line; ``is_probe`` names the
+    requests still answered once shutdown began (health and readiness)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id, trace_id = pick_request_id(request)
+        request[REQUEST_ID] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if trace_id:
+            structlog.contextvars.bind_contextvars(trace_id=trace_id)
+        started = time.perf_counter()
+        status = 500
+        response: web.StreamResponse | None = None
+        app = request.app
+        in_flight = app[IN_FLIGHT]
+        in_flight.enter()
+        try:
+            if app[SHUTTING_DOWN].is_set() and not is_probe(request):
+                # A new request on a kept-alive connection after shutdown began: refuse it.
+                response = error_response(
+                    503,
+                    "shutting_down",
+                    "the service is shutting down; retry",
+                    request,
+                    retry_after=1,
+                )
+                response.force_close()
+            else:
+                response = await handler(request)
+                if app[SHUTTING_DOWN].is_set():
+                    response.force_close()
+            status = response.status
+            return response
+        finally:
+            in_flight.exit()
+            if response is not None and not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = request_id
+            if app[ACCESS_LOG].is_enabled_for(logging.INFO):
+                _log_access(request, response, status, started)
+
+    return middleware
+
+
+def _log_access(
+    request: web.Request, response: web.StreamResponse | None, status: int, started: float
+) -> None:
+    """The access line of a request the app handled."""
+    info = request.match_info.route.resource
+    bytes_out = 0
+    if response is not None:
+        bytes_out = response.body_length or (response.content_length or 0)
+    fields: dict[str, Any] = {
+        "method": request.method,
+        "route": info.canonical if info is not None else "unmatched",
+        "path": request.path,
+        "status": status,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        # Content-Length when declared; for a chunked body, what was read of it.
+        "bytes_in": (
+            request.content_length
+            if request.content_length is not None
+            else request.content.total_bytes
+        ),
+        "bytes_out": bytes_out,
+        "client_ip": client_ip(request),
+    }
+    write_access_line(request.app, fields, request.get(REQUEST_METRICS, {}))
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes the JSON error shape; internals never reach the caller."""
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        structlog.contextvars.bind_contextvars(error=exc.code)
+        if exc.status >= 500:
+            log.warning("request_failed", error=exc.code, message=exc.message, status=exc.status)
+        return error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            request,
+            retry_after=exc.retry_after,
+            details=exc.details,
+            headers=exc.headers,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        code = code_for(exc.status)
+        structlog.contextvars.bind_contextvars(error=code)
+        return error_response(
+            exc.status,
+            code,
+            exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text,
+            request,
+            headers=headers,
+        )
+    except HttpProcessingError as exc:
+        # aiohttp's parsers (e.g. multipart part headers) reject malformed input this way.
+        return error_response(400, "bad_request", f"malformed request: {exc.message}", request)
+    except ConnectionResetError:
+        log.info("client_disconnected")
+        return web.Response(status=CLIENT_CLOSED)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled_error")
+        return error_response(
+            500,
+            "internal_error",
+            "internal error; the request id identifies it in the logs",
+            request,
+        )

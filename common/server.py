@@ -1,0 +1,131 @@
+"""Running a service: ``serve()`` listens until SIGTERM/SIGINT, then drains and shuts down.
+
+The shutdown inserts one step before aiohttp's own (``AppRunner.cleanup``: stop sites,
+``on_shutdown``, wait for handlers, cleanup contexts): the in-flight requests drain first, while
+their bodies still flow (see ``_serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from common.appkeys import IN_FLIGHT, SHUTTING_DOWN
+from common.config import CommonSettings
+from common.logging import LogShipping, get_logger
+
+log = get_logger("common.server")
+
+# After the grace period, how long aiohttp waits for a handler it has cancelled (e.g. an upload
+# aborting its multipart upload) before closing the app's clients.
+CANCEL_WAIT = 2.0
+
+
+class InFlight:
+    """Counts requests being handled, so shutdown can wait until none is left."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        """A request started."""
+        self.count += 1
+        self._idle.clear()
+
+    def exit(self) -> None:
+        """A request finished."""
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float, force: asyncio.Event | None = None) -> bool:
+        """True when every request finished within ``timeout`` (or until ``force`` is set)."""
+        waits = [asyncio.ensure_future(self._idle.wait())]
+        if force is not None:
+            waits.append(asyncio.ensure_future(force.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return self._idle.is_set()
+
+
+class PortInUse(Exception):
+    """The listening port is taken by another process."""
+
+
+async def _serve(app: web.Application, settings: CommonSettings, logs: LogShipping | None) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CANCEL_WAIT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse from exc
+            raise
+        log.info("listening", host=settings.host, port=settings.port, base_path=settings.base_path)
+        stop, force = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            # A second SIGINT/SIGTERM skips the rest of the grace period.
+            (force if stop.is_set() else stop).set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await stop.wait()
+        in_flight = app[IN_FLIGHT]
+        log.info("shutdown_started", in_flight=in_flight.count, grace_s=settings.shutdown_grace)
+        app[SHUTTING_DOWN].set()
+        await site.stop()
+        # aiohttp's own shutdown marks connections closing and from then on drops request bytes
+        # still arriving (aio-libs/aiohttp#2298), so a streaming upload could never finish inside
+        # its grace period. Drain here first, while bodies still flow.
+        if await in_flight.wait_idle(settings.shutdown_grace, force):
+            log.info("drained")
+        else:
+            log.warning("grace_expired", in_flight=in_flight.count)
+    finally:
+        # Closes connections, cancels what is left, then on_shutdown and the cleanup contexts.
+        await runner.cleanup()
+        log.info("stopped")
+        # Last of all, so the shutdown's own lines reach CloudWatch too.
+        if logs is not None:
+            await logs.close()
+
+
+def serve(app: web.Application, settings: CommonSettings, logs: LogShipping | None = None) -> None:
+    """Run the app until SIGTERM/SIGINT, then shut down gracefully.
+
+    On the signal: stop listening, refuse new requests on kept-alive connections (503
+    ``shutting_down``), let in-flight requests finish for up to ``shutdown_grace`` seconds, then
+    cancel what is left and run the cleanup contexts (flush, close clients). Exits 1 with a clear
+    message when the port is taken.
+    """
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        loop_factory = asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(app, settings, logs))
+    except PortInUse:
+        log.error("port_in_use", port=settings.port)
+        print(
+            f"{settings.service}: port {settings.port} on {settings.host} is already in use; "
+            "stop the other process or set PORT to a free port",
+            file=sys.stderr,
+        )
+        sys.exit(1)
