@@ -47,7 +47,7 @@ SCHEMA: dict[str, str] = {
     "trace_id": "the ALB's `X-Amzn-Trace-Id` root, when present",
     # the access line (event = request)
     "method": "HTTP method",
-    "route": "route template, e.g. `/s3/upload` (`unmatched` for 404s)",
+    "route": "route template, e.g. `/s3/upload` (`unmatched` for 404s; `unparsed`, with no method or path, when HTTP parsing refused the request)",
     "path": "the raw request path",
     "status": "HTTP status sent (499: the client went away first)",
     "latency_ms": "time from request to response, in ms",

@@ -3,6 +3,9 @@
 The shutdown inserts one step before aiohttp's own (``AppRunner.cleanup``: stop sites,
 ``on_shutdown``, wait for handlers, cleanup contexts): the in-flight requests drain first, while
 their bodies still flow (see ``_serve``).
+
+Connections are ``common.connection.Connection``s, served by :class:`ServiceSite`; tests start
+the app through the same :func:`make_runner` and :func:`listen`.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import errno
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from common.appkeys import IN_FLIGHT, SHUTTING_DOWN
 from common.config import CommonSettings
+from common.connection import Connection
 from common.logging import LogShipping, get_logger
 
 log = get_logger("common.server")
@@ -62,18 +67,79 @@ class PortInUse(Exception):
     """The listening port is taken by another process."""
 
 
+# Arguments of every connection's request handler: aiohttp's own access log is off (the
+# context middleware and the connection write ours).
+HANDLER_ARGS: dict[str, Any] = {"access_log": None}
+
+
+class ServiceSite(web.BaseSite):
+    """A TCP site whose connections are :class:`Connection`s.
+
+    aiohttp's ``TCPSite`` listens with the runner's ``web.Server`` as the protocol factory, which
+    always builds a plain ``RequestHandler``; this site builds ours, registered with that same
+    server, so the runner's cleanup closes and waits for them like any other.
+    """
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        super().__init__(runner)
+        self.app_runner = runner
+        self.host = host
+        self.requested_port = port
+        self.listener: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port once listening (``requested_port`` may be 0), else the requested one."""
+        if self.listener is not None and self.listener.sockets:
+            port: int = self.listener.sockets[0].getsockname()[1]
+            return port
+        return self.requested_port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self.app_runner.server
+        assert server is not None, "runner.setup() comes first"
+        app = self.app_runner.app
+        loop = asyncio.get_running_loop()
+
+        def connection() -> Connection:
+            return Connection(server, app=app, loop=loop, **HANDLER_ARGS)
+
+        self.listener = await loop.create_server(connection, self.host, self.requested_port)
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        await super().stop()
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The app's runner, as production runs it (call ``setup()`` next)."""
+    return web.AppRunner(app, handle_signals=False, shutdown_timeout=CANCEL_WAIT, **HANDLER_ARGS)
+
+
+async def listen(runner: web.AppRunner, settings: CommonSettings) -> ServiceSite:
+    """Start listening on ``settings.host``/``settings.port`` (0: any free port)."""
+    site = ServiceSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse from exc
+        raise
+    return site
+
+
 async def _serve(app: web.Application, settings: CommonSettings, logs: LogShipping | None) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CANCEL_WAIT)
+    runner = make_runner(app)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse from exc
-            raise
-        log.info("listening", host=settings.host, port=settings.port, base_path=settings.base_path)
+        site = await listen(runner, settings)
+        log.info("listening", host=settings.host, port=site.port, base_path=settings.base_path)
         stop, force = asyncio.Event(), asyncio.Event()
 
         def on_signal() -> None:

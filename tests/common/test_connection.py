@@ -1,0 +1,250 @@
+"""One connection, over a real socket to the app served as production serves it: what aiohttp's
+parser refuses, and what it answers outside the middlewares, keeps the JSON error contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from common.app import create_base_app
+from common.config import AwsSettings, CommonSettings
+from common.logging import configure_logging
+from common.server import listen, make_runner
+from tests.conftest import common_settings
+
+# Bytes that must never come back: each bad request below carries this marker where aiohttp's
+# own answer would quote it.
+MARK = b"zqmarkqz"
+# How long a read may wait for the server at most: generous, only a hang hits it.
+PATIENCE = 10.0
+
+
+async def ready(_: web.Application) -> str | None:
+    """A readiness check that always passes."""
+    return None
+
+
+async def failing_expect(_: web.Request) -> None:
+    """An expect handler that fails: the error escapes outside the middlewares."""
+    raise RuntimeError("secret internals")
+
+
+def make_app(settings: CommonSettings) -> web.Application:
+    """The base app with a body-reading route and one whose expect handler fails."""
+    app = create_base_app(settings, ready)
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    app.router.add_post("/demo/echo", echo)
+    app.router.add_post("/demo/expect-fails", echo, expect_handler=failing_expect)
+    return app
+
+
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start the app as ``serve()`` does (``make_runner`` + ``listen``) on a free port; returns
+    the port. Stopped after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(**overrides: Any) -> int:
+        settings = common_settings("demo", AwsSettings(), "/demo", **overrides)
+        configure_logging(settings)
+        runner = make_runner(make_app(settings))
+        await runner.setup()
+        runners.append(runner)
+        site = await listen(runner, settings)
+        return site.port
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@dataclass
+class Answer:
+    """A raw HTTP response as read off the socket."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict[str, Any]:
+        assert self.headers["content-type"].startswith("application/json")
+        data: dict[str, Any] = json.loads(self.body)
+        return data
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    """One response: status line, headers, then a Content-Length body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), PATIENCE)
+    return Answer(status, headers, body)
+
+
+async def exchange(port: int, raw: bytes) -> tuple[Answer, asyncio.StreamReader]:
+    """Send ``raw`` on a new connection and read one answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    answer = await read_answer(reader)
+    writer.close()
+    return answer, reader
+
+
+def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The access lines written so far."""
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    return [x for x in lines if x["event"] == "request"]
+
+
+POST = b"POST /demo/echo HTTP/1.1\r\nHost: a\r\n"
+
+REFUSED = {
+    "negative Content-Length": (
+        POST + b"Content-Length: -1\r\nX-Mark: " + MARK + b"\r\n\r\n",
+        400,
+        "invalid_framing",
+    ),
+    "Content-Length and Transfer-Encoding": (
+        POST + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\nX-" + MARK + b": 1\r\n\r\n"
+        b"0\r\n\r\n",
+        400,
+        "invalid_framing",
+    ),
+    "Content-Length twice": (
+        POST + b"Content-Length: 1\r\nContent-Length: 2\r\nX-" + MARK + b": 1\r\n\r\nab",
+        400,
+        "invalid_framing",
+    ),
+    "header line without a colon": (
+        b"GET /health HTTP/1.1\r\nHost: a\r\n" + MARK + b" no colon\r\n\r\n",
+        400,
+        "invalid_header",
+    ),
+    "control character in a header value": (
+        b"GET /health HTTP/1.1\r\nHost: a\r\nX-A: " + MARK + b"\x00\r\n\r\n",
+        400,
+        "invalid_header",
+    ),
+    "header line over 8190 bytes": (
+        b"GET /health HTTP/1.1\r\nHost: a\r\nX-Long: " + MARK * 1200 + b"\r\n\r\n",
+        431,
+        "request_header_too_large",
+    ),
+    "more than 128 headers": (
+        b"GET /health HTTP/1.1\r\nHost: a\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, MARK) for i in range(200))
+        + b"\r\n",
+        431,
+        "request_header_too_large",
+    ),
+    "request line over 8190 bytes": (
+        b"GET /" + MARK * 1200 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        431,
+        "request_header_too_large",
+    ),
+    "unknown HTTP version": (
+        b"GET /" + MARK + b" HTTP/7.0\r\nHost: a\r\n\r\n",
+        400,
+        "invalid_request_line",
+    ),
+    "invalid method": (
+        b"G<" + MARK + b" / HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+        "invalid_request_line",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_parser_refusal_is_json(
+    serve: Serve, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """A request aiohttp's parser refuses is answered in the JSON error shape with a stable
+    code and the right status, quotes none of its bytes, closes the connection and leaves one
+    access line."""
+    raw, status, code = REFUSED[case]
+    port = await serve()
+    answer, reader = await exchange(port, raw)
+    assert answer.status == status
+    body = answer.json()
+    assert body["error"] == code
+    assert body["message"]
+    assert body["request_id"] == answer.headers["x-request-id"]
+    assert MARK not in answer.body
+    assert await asyncio.wait_for(reader.read(), PATIENCE) == b""
+    (line,) = access_lines(capsys)
+    assert (line["status"], line["error"], line["route"]) == (status, code, "unparsed")
+    assert line["request_id"] == body["request_id"]
+
+
+async def test_unknown_expect_is_417_json(serve: Serve, capsys: pytest.CaptureFixture[str]) -> None:
+    """An Expect value other than 100-continue is refused by aiohttp before the middlewares
+    run; the answer is still the JSON shape, without the value, and logged."""
+    port = await serve()
+    raw = POST + b"Expect: " + MARK + b"\r\nContent-Length: 0\r\nX-Request-ID: rid-417\r\n\r\n"
+    answer, _ = await exchange(port, raw)
+    assert answer.status == 417
+    body = answer.json()
+    assert (body["error"], body["request_id"]) == ("expectation_failed", "rid-417")
+    assert answer.headers["x-request-id"] == "rid-417"
+    assert MARK not in answer.body
+    (line,) = access_lines(capsys)
+    assert (line["status"], line["error"], line["route"]) == (
+        417,
+        "expectation_failed",
+        "/demo/echo",
+    )
+
+
+async def test_error_outside_the_middlewares_is_json_without_internals(
+    serve: Serve, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception that escapes the app outside the middlewares (here the route's expect
+    handler) answers 500 internal_error in the JSON shape; no traceback, no exception text."""
+    port = await serve()
+    raw = b"POST /demo/expect-fails HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+    answer, _ = await exchange(port, raw + b"Content-Length: 0\r\nX-Request-ID: rid-500\r\n\r\n")
+    assert answer.status == 500
+    assert answer.json() == {
+        "error": "internal_error",
+        "message": "internal error; the request id identifies it in the logs",
+        "request_id": "rid-500",
+    }
+    assert b"secret" not in answer.body
+    assert b"Traceback" not in answer.body
+    (line,) = access_lines(capsys)
+    assert (line["status"], line["error"]) == (500, "internal_error")
+
+
+async def test_good_requests_still_pass(serve: Serve) -> None:
+    """The connection changes nothing for a valid request, kept alive or with 100-continue."""
+    port = await serve()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(POST + b"Content-Length: 2\r\n\r\nhi")
+    first = await read_answer(reader)
+    writer.write(POST + b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE) == (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(b"yo")
+    second = await read_answer(reader)
+    writer.close()
+    assert (first.status, first.body, second.status, second.body) == (200, b"hi", 200, b"yo")
