@@ -44,7 +44,7 @@ def key_matches(key: str, digests: tuple[str, ...]) -> bool:
 
 def caller(request: web.Request) -> str:
     """The scope of the request's caller: its API key's digest, or "" with API keys off."""
-    return request[CALLER] if CALLER in request else ""
+    return str(request.get(CALLER, ""))
 
 
 def auth_middleware(digests: tuple[str, ...], is_open: Callable[[web.Request], bool]) -> Middleware:

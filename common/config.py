@@ -44,6 +44,9 @@ ENV_BREAKER_THRESHOLD = "BREAKER_THRESHOLD"
 ENV_BREAKER_RESET = "BREAKER_RESET_SECONDS"
 ENV_API_KEYS = "API_KEYS_SHA256"
 ENV_BODY_TIMEOUT = "BODY_IDLE_TIMEOUT"
+ENV_HEADERS_TIMEOUT = "REQUEST_HEADERS_TIMEOUT"
+ENV_BODY_MIN_RATE = "BODY_MIN_RATE"
+ENV_BODY_RATE_GRACE = "BODY_RATE_GRACE"
 ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
 _BASE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+\Z")
@@ -258,8 +261,16 @@ class CommonSettings:
     cloudwatch: CloudWatchSettings | None = None
     metrics: bool = True
     metrics_namespace: str = "UploadMessaging"
+    # Seconds a request's headers may take to arrive in full before the connection is closed
+    # (Kestrel's RequestHeadersTimeout); common/connection.py says when the time starts.
+    request_headers_timeout: float = 30.0
     # Seconds a request body may go without a byte before the request is given up.
     body_idle_timeout: float = 30.0
+    # The slowest average a request body may arrive at (bytes/s, 0: no minimum), counted only
+    # while the service waits for body data, once ``body_rate_grace`` seconds of waiting passed
+    # (Kestrel's MinRequestBodyDataRate: 240 B/s after 5 s).
+    body_min_rate: int = 240
+    body_rate_grace: float = 5.0
     # SHA-256 hex digests of accepted API keys; empty means no key is required.
     api_keys_sha256: tuple[str, ...] = ()
     # The lowest level stdout prints; None: log_level (every line).
@@ -470,12 +481,36 @@ def read_common(
             ENV_METRICS_NAMESPACE, common_d.metrics_namespace, doc="CloudWatch metrics namespace"
         ),
         api_keys_sha256=digests,
+        request_headers_timeout=env.number(
+            ENV_HEADERS_TIMEOUT,
+            common_d.request_headers_timeout,
+            lo=0.1,
+            hi=3600.0,
+            doc="seconds a request's headers may take to arrive in full (from the connection's "
+            "opening or the request's first byte) before the connection is closed, with 408 "
+            "once a byte of them came",
+        ),
         body_idle_timeout=env.number(
             ENV_BODY_TIMEOUT,
             common_d.body_idle_timeout,
             lo=0.1,
             hi=3600.0,
             doc="seconds a request body may go without a byte before the request is given up",
+        ),
+        body_min_rate=env.integer(
+            ENV_BODY_MIN_RATE,
+            common_d.body_min_rate,
+            lo=0,
+            hi=1024**3,
+            doc="slowest average rate (bytes/s) a request body may arrive at once the grace "
+            "period passed; slower bodies are cut off with 408 (0: no minimum)",
+        ),
+        body_rate_grace=env.number(
+            ENV_BODY_RATE_GRACE,
+            common_d.body_rate_grace,
+            lo=0.0,
+            hi=3600.0,
+            doc=f"seconds of waiting for body data before {ENV_BODY_MIN_RATE} applies",
         ),
     )
 

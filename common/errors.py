@@ -58,6 +58,13 @@ class RequestTimeout(ServiceError):
     code = "body_timeout"
 
 
+class Conflict(ServiceError):
+    """409: the request conflicts with another in progress (e.g. the same idempotency key)."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(ServiceError):
     """413: the body or one of its items exceeds a limit."""
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import structlog
@@ -12,23 +13,28 @@ from aiohttp.hdrs import CONTENT_TYPE
 from aiohttp.http_exceptions import HttpProcessingError
 
 from common.app import ProbeCache, create_base_app
+from common.auth import caller
 from common.aws import aws_error_code, client_ctx
-from common.bodies import body_read
+from common.bodies import BodyClock, Pace
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import (
     BadRequest,
+    Conflict,
     NotConfigured,
     PayloadTooLarge,
     ServiceError,
     UnsupportedMediaType,
 )
+from common.idempotency import HEADER as IDEMPOTENCY_HEADER
+from common.idempotency import parse_key, scoped_digest
 from common.logging import get_logger
 from common.metrics import BYTES, add_metric
 from common.responses import REQUEST_ID, json_response
 from s3svc.config import S3Settings
 from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
+from s3svc.keys import idempotent_key, make_key
 from s3svc.openapi import spec
-from s3svc.upload import ByteLimit, StoredFile, Uploader
+from s3svc.upload import ByteLimit, CommitFailed, Staged, StoredFile, Uploader
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
     from types_aiobotocore_s3 import S3Client
@@ -39,6 +45,9 @@ S3_SETTINGS: web.AppKey[S3Settings] = web.AppKey("s3_settings", S3Settings)
 S3_CLIENT: web.AppKey[S3Client] = web.AppKey("s3_client")
 UPLOADER: web.AppKey[Uploader] = web.AppKey("uploader", Uploader)
 S3_BREAKER: web.AppKey[CircuitBreaker] = web.AppKey("s3_breaker", CircuitBreaker)
+# Scoped idempotency keys of the uploads in progress in this process.
+IDEMPOTENCY_CLAIMS: web.AppKey[set[str]] = web.AppKey("idempotency_claims", set)
+IDEMPOTENCY_SCOPE: web.RequestKey[str] = web.RequestKey("idempotency_scope", str)
 
 FILE_FIELD = "file"
 # How aiohttp's multipart parser reports a malformed body (HttpProcessingError: bad part headers,
@@ -70,10 +79,33 @@ def _allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     return content_type in allowed or f"{major}/*" in allowed
 
 
-async def _drain(part: BodyPartReader, idle_timeout: float) -> None:
+class _FormFile:
+    """A file part of the form whose parser errors and cut-off end read as 400s."""
+
+    def __init__(self, part: BodyPartReader) -> None:
+        self.part = part
+
+    async def read_chunk(self, size: int = 8192) -> bytes:
+        """Up to ``size`` bytes; ``b""`` only at the part's closing boundary."""
+        try:
+            chunk = await self.part.read_chunk(size)
+        except MULTIPART_ERRORS as exc:
+            raise BadRequest(
+                f"malformed multipart body: {exc}", code="malformed_multipart"
+            ) from exc
+        if not chunk and not self.part.at_eof():
+            raise BadRequest(
+                "multipart body ended before the file's closing boundary (truncated upload)",
+                code="malformed_multipart",
+            )
+        return chunk
+
+
+async def _skip(part: BodyPartReader, clock: BodyClock) -> None:
     """Skip a non-file field, refusing one larger than MAX_OTHER_FIELD_BYTES."""
+    source = _FormFile(part)
     seen = 0
-    while chunk := await body_read(part.read_chunk(8192), idle_timeout):
+    while chunk := await clock.chunk(source.read_chunk(8192)):
         seen += len(chunk)
         if seen > MAX_OTHER_FIELD_BYTES:
             raise PayloadTooLarge(
@@ -95,86 +127,72 @@ async def _open_multipart(request: web.Request) -> MultipartReader:
         raise BadRequest(f"malformed multipart body: {exc}", code="malformed_multipart") from exc
 
 
-async def upload(request: web.Request) -> web.Response:
-    """Store every ``file`` field of a multipart/form-data body as its own S3 object.
+async def _next_part(reader: MultipartReader, clock: BodyClock) -> BodyPartReader | None:
+    """The next field of the form, or None after the body's closing boundary."""
+    try:
+        part = await clock.read(reader.next())
+    except MULTIPART_ERRORS as exc:
+        raise BadRequest(f"malformed multipart body: {exc}", code="malformed_multipart") from exc
+    if part is not None and not isinstance(part, BodyPartReader):
+        raise BadRequest("nested multipart bodies are not supported", code="malformed_multipart")
+    return part
 
-    201 with the stored files. On an error after some files of the request were stored, the error
-    body lists them under ``stored`` (each stored file is complete; none is half-written).
-    """
+
+async def _stage_form(
+    request: web.Request, reader: MultipartReader, clock: BodyClock, staged: list[Staged]
+) -> None:
+    """Read the whole form to its closing boundary, staging each ``file`` field in ``staged``."""
     settings = request.app[S3_SETTINGS]
-    if settings.bucket is None:
-        raise NotConfigured("uploads are disabled: BUCKET_NAME is not set", code="not_configured")
-    declared = request.content_length
-    allowance = FRAMING_ALLOWANCE * settings.max_files
-    if declared is not None and declared > settings.max_upload_bytes + allowance:
-        raise PayloadTooLarge(
-            f"request body of {declared} bytes exceeds the upload limit of "
-            f"{settings.max_upload_bytes} bytes",
-            code="upload_too_large",
-        )
-    reader = await _open_multipart(request)
     uploader = request.app[UPLOADER]
     limit = ByteLimit(settings.max_upload_bytes)
-    stored: list[StoredFile] = []
+    idempotency = request.get(IDEMPOTENCY_SCOPE)
     others = 0
     text_file_field = False  # a "file" field without a filename: a text value, not a file
-    try:
-        while True:
-            try:
-                part = await body_read(reader.next(), settings.common.body_idle_timeout)
-            except MULTIPART_ERRORS as exc:
+    # An upper bound on each file's size, so a huge file gets parts large enough for S3.
+    bound = min(request.content_length or settings.max_upload_bytes, settings.max_upload_bytes)
+    while (part := await _next_part(reader, clock)) is not None:
+        if not part.name or len(part.name) > MAX_FIELD_NAME:
+            raise BadRequest(
+                f"every form field needs a name of 1 to {MAX_FIELD_NAME} characters",
+                code="malformed_multipart",
+            )
+        if part.name != FILE_FIELD or part.filename is None:
+            text_file_field = text_file_field or part.name == FILE_FIELD
+            others += 1
+            if others > MAX_OTHER_FIELDS:
                 raise BadRequest(
-                    f"malformed multipart body: {exc}", code="malformed_multipart"
-                ) from exc
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise BadRequest(
-                    "nested multipart bodies are not supported", code="malformed_multipart"
+                    f"more than {MAX_OTHER_FIELDS} non-file form fields", code="too_many_fields"
                 )
-            if not part.name or len(part.name) > MAX_FIELD_NAME:
-                raise BadRequest(
-                    f"every form field needs a name of 1 to {MAX_FIELD_NAME} characters",
-                    code="malformed_multipart",
-                )
-            if part.name != FILE_FIELD or part.filename is None:
-                text_file_field = text_file_field or part.name == FILE_FIELD
-                others += 1
-                if others > MAX_OTHER_FIELDS:
-                    raise BadRequest(
-                        f"more than {MAX_OTHER_FIELDS} non-file form fields", code="too_many_fields"
-                    )
-                await _drain(part, settings.common.body_idle_timeout)
-                continue
-            if len(stored) >= settings.max_files:
-                raise BadRequest(
-                    f"more than {settings.max_files} files in one request", code="too_many_files"
-                )
-            content_type = _part_content_type(part)
-            if not _allowed(content_type, settings.allowed_content_types):
-                raise UnsupportedMediaType(
-                    f"content type {content_type!r} is not allowed; allowed: "
-                    + ", ".join(settings.allowed_content_types),
-                    code="content_type_not_allowed",
-                )
-            # An upper bound on the file's size, so a huge file gets parts large enough for S3.
-            bound = min(declared or settings.max_upload_bytes, settings.max_upload_bytes)
-            stored.append(await uploader.store(part, content_type, limit, bound))
-    except ServiceError as exc:
-        if stored:
-            exc.details["stored"] = [f.as_json() for f in stored]
-        raise
-    finally:
-        size = sum(f.size for f in stored)
-        parts = sum(f.parts for f in stored)
-        structlog.contextvars.bind_contextvars(
-            files=len(stored), size=size, parts=parts, bucket=settings.bucket
+            await _skip(part, clock)
+            continue
+        if len(staged) >= settings.max_files:
+            raise BadRequest(
+                f"more than {settings.max_files} files in one request", code="too_many_files"
+            )
+        content_type = _part_content_type(part)
+        if not _allowed(content_type, settings.allowed_content_types):
+            raise UnsupportedMediaType(
+                f"content type {content_type!r} is not allowed; allowed: "
+                + ", ".join(settings.allowed_content_types),
+                code="content_type_not_allowed",
+            )
+        key = (
+            idempotent_key(settings.key_prefix, idempotency, len(staged) + 1)
+            if idempotency
+            else make_key(settings.key_prefix, part.filename)
         )
-        if len(stored) == 1:
-            structlog.contextvars.bind_contextvars(key=stored[0].key)
-        add_metric(request, "UploadBytes", size, BYTES)
-        add_metric(request, "UploadParts", parts)
-    if not stored:
+        staged.append(
+            await uploader.stage(
+                _FormFile(part),
+                key=key,
+                filename=part.filename,
+                content_type=content_type,
+                limit=limit,
+                clock=clock,
+                size_bound=bound,
+            )
+        )
+    if not staged:
         hint = (
             f"the {FILE_FIELD!r} field had no filename, so it is a text value, not a file; "
             if text_file_field
@@ -185,12 +203,90 @@ async def upload(request: web.Request) -> web.Response:
             f"(curl -F '{FILE_FIELD}=@path')",
             code="missing_file",
         )
+
+
+@contextlib.contextmanager
+def _claim(request: web.Request) -> Iterator[None]:
+    """Hold the request's idempotency key for its duration: a concurrent duplicate is 409."""
+    scope = request.get(IDEMPOTENCY_SCOPE)
+    if scope is None:
+        yield
+        return
+    claimed = request.app[IDEMPOTENCY_CLAIMS]
+    if scope in claimed:
+        raise Conflict(
+            f"a request with this {IDEMPOTENCY_HEADER} is in progress; retry after it ends",
+            code="idempotency_conflict",
+        )
+    claimed.add(scope)
+    try:
+        yield
+    finally:
+        claimed.discard(scope)
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Store every ``file`` field of a multipart/form-data body as its own S3 object, all or none.
+
+    201 with the stored files (200 when every file was stored by an earlier request with the
+    same ``Idempotency-Key``). Nothing is committed before the body's closing boundary was read;
+    if S3 then fails some commits, the error lists under ``stored`` the files it confirmed.
+    """
+    settings = request.app[S3_SETTINGS]
+    if settings.bucket is None:
+        raise NotConfigured("uploads are disabled: BUCKET_NAME is not set", code="not_configured")
+    key = parse_key(request.headers.get(IDEMPOTENCY_HEADER))
+    if key is not None:
+        request[IDEMPOTENCY_SCOPE] = scoped_digest(key, caller(request))
+    declared = request.content_length
+    allowance = FRAMING_ALLOWANCE * settings.max_files
+    if declared is not None and declared > settings.max_upload_bytes + allowance:
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes exceeds the upload limit of "
+            f"{settings.max_upload_bytes} bytes",
+            code="upload_too_large",
+        )
+    reader = await _open_multipart(request)
+    uploader = request.app[UPLOADER]
+    clock = BodyClock(Pace.of(settings.common))
+    staged: list[Staged] = []
+    stored: list[StoredFile] = []
+    try:
+        with _claim(request):
+            try:
+                await _stage_form(request, reader, clock, staged)
+            except BaseException:
+                await uploader.discard(staged)
+                raise
+            try:
+                stored = await uploader.commit(staged)
+            except CommitFailed as exc:
+                stored = exc.stored
+                error = (
+                    exc.cause
+                    if isinstance(exc.cause, ServiceError)
+                    else ServiceError("storing the files failed", code="internal_error")
+                )
+                error.details["stored"] = [f.as_json() for f in stored]
+                raise error from exc.cause
+    finally:
+        new = [f for f in stored if not f.replayed]
+        structlog.contextvars.bind_contextvars(
+            files=len(stored), size=sum(f.size for f in new), bucket=settings.bucket
+        )
+        if len(stored) == 1:
+            structlog.contextvars.bind_contextvars(key=stored[0].key)
+        add_metric(request, "UploadBytes", sum(f.size for f in new), BYTES)
+        add_metric(request, "UploadParts", sum(f.parts for f in new))
+        add_metric(request, "StrayUploadsAborted", sum(f.strays_aborted for f in staged))
+        add_metric(request, "IdempotentReplays", len(stored) - len(new))
     files = [f.as_json() for f in stored]
     links = request.app[DOWNLOAD_LINKS]
     if links is not None:
         for item, stored_file in zip(files, stored, strict=True):
             item.update(await links.for_file(stored_file))
-    return json_response({"files": files, "request_id": request[REQUEST_ID]}, status=201)
+    status = 200 if all(f.replayed for f in stored) else 201
+    return json_response({"files": files, "request_id": request[REQUEST_ID]}, status=status)
 
 
 async def readiness(app: web.Application) -> str | None:
@@ -205,6 +301,8 @@ async def readiness(app: web.Application) -> str | None:
         return "BUCKET_NAME is not set (local-safe mode)"
     if app[S3_BREAKER].state == OPEN:
         return "S3 is failing (circuit open); retrying shortly"
+    if (busy := app[UPLOADER].busy()) is not None:
+        return busy
     bucket = settings.bucket
 
     async def probe() -> str | None:
@@ -229,6 +327,7 @@ def create_app(settings: S3Settings) -> web.Application:
     app = create_base_app(settings.common, readiness, openapi=spec(settings))
     app[S3_SETTINGS] = settings
     app[READY_CACHE] = ProbeCache(READY_CACHE_SECONDS)
+    app[IDEMPOTENCY_CLAIMS] = set()
     aws = settings.common.aws
     app[S3_BREAKER] = breaker = CircuitBreaker(
         "S3", aws.breaker_threshold, aws.breaker_reset_seconds
@@ -240,7 +339,6 @@ def create_app(settings: S3Settings) -> web.Application:
         app[UPLOADER] = uploader = Uploader(app[S3_CLIENT], settings)
         yield
         await uploader.drain()
-        uploader.close()
 
     app.cleanup_ctx.append(uploader_ctx)
     app.cleanup_ctx.append(download_links_ctx(settings))

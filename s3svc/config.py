@@ -17,6 +17,7 @@ ENV_KEY_PREFIX = "KEY_PREFIX"
 ENV_PART_SIZE = "PART_SIZE"
 ENV_MAX_INFLIGHT = "UPLOAD_MAX_INFLIGHT_PARTS"
 ENV_MEMORY_BUDGET = "UPLOAD_MEMORY_BUDGET"
+ENV_MEMORY_WAIT = "UPLOAD_MEMORY_WAIT"
 ENV_MAX_UPLOAD = "MAX_UPLOAD_BYTES"
 ENV_MAX_FILES = "MAX_FILES"
 ENV_ALLOWED_TYPES = "ALLOWED_CONTENT_TYPES"
@@ -55,6 +56,9 @@ class S3Settings:
     part_size: int = 8 * MIB
     max_inflight_parts: int = 3
     memory_budget: int = 256 * MIB
+    # Seconds an upload may wait for memory before it is answered 503 busy; well under the
+    # ALB's 60 s idle timeout, during which the client's connection carries nothing.
+    memory_wait: float = 20.0
     max_upload_bytes: int = 5 * GIB
     max_files: int = 10
     allowed_content_types: tuple[str, ...] = ()
@@ -124,7 +128,7 @@ class S3Settings:
             d.memory_budget,
             lo=MIN_PART_SIZE,
             hi=64 * GIB,
-            doc="bytes of parts all uploads of the process may hold at once (backpressure)",
+            doc="bytes of file data all uploads of the process may buffer at once (backpressure)",
         )
         max_upload = env.size(
             ENV_MAX_UPLOAD,
@@ -158,6 +162,13 @@ class S3Settings:
                 doc="parts of one upload sent to S3 at once",
             ),
             memory_budget=budget,
+            memory_wait=env.number(
+                ENV_MEMORY_WAIT,
+                d.memory_wait,
+                lo=0.1,
+                hi=3600.0,
+                doc="seconds an upload may wait for upload memory before it is answered 503 busy",
+            ),
             max_upload_bytes=max_upload,
             max_files=env.integer(
                 ENV_MAX_FILES, d.max_files, lo=1, hi=1000, doc="files per request"

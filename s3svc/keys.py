@@ -54,6 +54,12 @@ def make_key(prefix: str, filename: str | None, *, now: datetime | None = None) 
     return f"{prefix}{day}/{uuid.uuid4().hex}/{sanitise_filename(filename)}"
 
 
+def idempotent_key(prefix: str, scope: str, position: int) -> str:
+    """``{prefix}idempotent/{scope}/{position}``: the key of a request's ``position``-th file
+    (from 1) under an idempotency key, so a retry names the same objects."""
+    return f"{prefix}idempotent/{scope}/{position}"
+
+
 def metadata_filename(name: str | None) -> str:
     """The original filename as an S3 metadata value (HTTP headers carry ASCII only)."""
     return quote(decode_filename(name or ""), safe=" ._-()")[:1024]

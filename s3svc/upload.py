@@ -1,37 +1,48 @@
-"""Streaming one form-data file into S3 with bounded memory and nothing half-written.
+"""Staging form-data files in S3 with bounded memory, then committing them all or none.
 
-A file is read in blocks of ``part_size``. If it ends within the first block it is one
-``put_object``; otherwise it becomes a multipart upload whose parts are sent while the next block
-is read, at most ``max_inflight_parts`` at a time. Every block in memory holds a reservation in a
-process-wide :class:`MemoryBudget`, so many concurrent uploads slow down instead of exhausting
-memory. Any failure, cancellation or client disconnect aborts the multipart upload.
+A request's files are **staged** one after another while its body streams in, and **committed**
+only once the whole body, closing boundary included, was read and validated:
 
-Integrity: the SHA-256 of the whole file is computed while streaming (returned and stored as
-metadata); S3 verifies each part against its own SHA-256 (``ChecksumAlgorithm``).
+- A file that ends within its first part stays in memory; it is committed by one ``PutObject``.
+- A larger file becomes a multipart upload whose parts are sent while the next part is read (at
+  most ``max_inflight_parts`` at a time); it is committed by ``CompleteMultipartUpload``.
+- Anything wrong before the commit (a bad or cut-off body, a later file refused, the client
+  gone, a drip cut off) discards every staged file: buffers freed, multipart uploads aborted.
+
+Memory is reserved for what has been read, never ahead of it, in a process-wide
+:class:`~s3svc.budget.MemoryBudget`: a 20-byte upload needs 20 bytes. Growing a buffer beyond
+``SLOT_THRESHOLD`` also takes a part-sized slot from a second budget of the same size, so at most
+⌊budget / part size⌋ uploads fill part buffers at once: partial buffers cannot hold all the
+memory while each waits for more. A reservation that cannot be had within ``memory_wait``
+seconds fails with ``503 busy``.
+
+Integrity: the SHA-256 of the whole file is computed from each block in a thread, in order, and
+returned (and stored as metadata on single PUTs); S3 verifies each part and single PUT against
+its SHA-256 (``ChecksumSHA256``).
+
+Commits are conditional (``IfNoneMatch='*'``): S3 refuses to overwrite a key, which makes a
+retried commit and an idempotent replay safe. A ``CreateMultipartUpload`` that botocore had to
+retry (a read timeout: S3 may have created the first one too) is followed by a search for stray
+uploads on that unique key, which are aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import io
-from collections import deque
-from collections.abc import Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from aiohttp import BodyPartReader
-from aiohttp.http_exceptions import HttpProcessingError
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from common.aws import aws_error_code, is_aws_failure, to_service_error
-from common.bodies import body_read
-from common.errors import BadRequest, PayloadTooLarge
+from common.bodies import BodyClock
+from common.errors import BadRequest, PayloadTooLarge, ServiceError
 from common.logging import get_logger
+from s3svc.budget import MemoryBudget
 from s3svc.config import MAX_PARTS, S3Settings, part_size_for
-from s3svc.keys import make_key, metadata_filename
+from s3svc.keys import metadata_filename
 
 log = get_logger("s3svc.upload")
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
@@ -40,58 +51,19 @@ if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of th
 
 _F = TypeVar("_F", bound="asyncio.Future[Any]")
 
-# Size of each read from the request body. Large enough to keep per-chunk overhead low, small
-# enough that a block overshoots its reservation by little.
+# Size of each read from the request body.
 READ_CHUNK = 256 * 1024
-# Bytes the hashing thread may lag behind the reader before the reader waits for it.
-HASH_LAG = 4 * 1024 * 1024
+# A buffer may grow this far without a part slot: small files never wait for a whole part.
+SLOT_THRESHOLD = 1024 * 1024
 # Abort must finish even while the request is being cancelled; bound it so shutdown cannot hang.
 ABORT_TIMEOUT = 10.0
 
 
-class MemoryBudget:
-    """A process-wide byte budget: ``acquire(n)`` waits until ``n`` bytes fit, first come first served."""
+class FilePart(Protocol):
+    """One file of the form, as the web layer hands it over (aiohttp's ``BodyPartReader``)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    async def acquire(self, n: int) -> None:
-        """Reserve ``n`` bytes, waiting for releases if the budget is spent."""
-        if n > self.limit:
-            raise ValueError(f"cannot reserve {n} bytes from a budget of {self.limit}")
-        if not self._waiters and self.used + n <= self.limit:
-            self.used += n
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((n, fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # Granted just as we were cancelled: hand the bytes back.
-                self.release(n)
-            else:
-                self._wake()
-            raise
-
-    def release(self, n: int) -> None:
-        """Return ``n`` bytes and wake waiters that now fit."""
-        self.used -= n
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters:
-            n, fut = self._waiters[0]
-            if fut.done():
-                self._waiters.popleft()
-                continue
-            if self.used + n > self.limit:
-                break
-            self._waiters.popleft()
-            self.used += n
-            fut.set_result(None)
+    def read_chunk(self, size: int = ...) -> Awaitable[bytes]:
+        """Up to ``size`` bytes of the file; ``b""`` at its end."""
 
 
 class ByteLimit:
@@ -123,6 +95,9 @@ class StoredFile:
     filename: str | None
     parts: int
     version_id: str | None = None
+    # True when the object was already there: an earlier request with the same idempotency key
+    # stored it, and this one stored nothing.
+    replayed: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The response item: ``version_id`` only when the bucket is versioned."""
@@ -137,145 +112,108 @@ class StoredFile:
         }
         if self.version_id:
             out["version_id"] = self.version_id
+        if self.replayed:
+            out["replayed"] = True
         return out
 
 
-@dataclass
-class _Source:
-    """Reads fixed-size blocks from one form-data part, hashing and counting as it goes."""
+@dataclass(eq=False)
+class Staged:
+    """A file read whole and not yet committed: its bytes (``data``) or its multipart upload."""
 
-    part: BodyPartReader
-    limit: ByteLimit
-    idle_timeout: float
-    hash_executor: Executor
-    hasher: Any = field(default_factory=hashlib.sha256)
-    size: int = 0
-    carry: bytes = b""
-    _hashed: asyncio.Future[None] | None = None
-    _unhashed: int = 0  # bytes handed to the hashing thread and not yet hashed
+    key: str
+    filename: str | None
+    content_type: str
+    size: int
+    sha256: bytes
+    data: io.BytesIO | None = None
+    upload_id: str | None = None
+    parts: list[CompletedPartTypeDef] = field(default_factory=list)
+    # Bytes of the memory budget ``data`` holds until it is committed or discarded.
+    reserved: int = 0
+    # Stray multipart uploads found and aborted after a retried create.
+    strays_aborted: int = 0
 
-    async def read_block(self, n: int) -> io.BytesIO:
-        """Up to ``n`` bytes, positioned at 0; fewer only at the end of the file.
 
-        The block is written into a BytesIO of its own and handed to botocore as it is: botocore
-        wraps ``bytes`` in a BytesIO that shares them, and aiohttp's ``getbuffer()`` then copies
-        that whole (an extra part-sized copy per part in flight).
-        """
-        block = io.BytesIO()
-        have = 0
-        if self.carry:
-            block.write(self.carry)
-            have = len(self.carry)
-            self.carry = b""
-        while have < n:
-            chunk = await self._read(READ_CHUNK)
-            if not chunk:
-                break
-            self._count(chunk)
-            if have + len(chunk) > n:
-                # read_chunk may return a little more than asked; keep the excess for later.
-                cut = n - have
-                self.carry = chunk[cut:]
-                chunk = chunk[:cut]
-            block.write(chunk)
-            have += len(chunk)
-        block.seek(0)
-        return block
+class CommitFailed(Exception):
+    """The commit of some files failed; ``stored`` lists the ones S3 confirmed."""
 
-    async def at_end(self) -> bool:
-        """True when nothing follows; otherwise the next bytes wait in ``carry``."""
-        if self.carry:
-            return False
-        chunk = await self._read(READ_CHUNK)
-        if not chunk:
-            return True
-        self._count(chunk)
-        self.carry = chunk
-        return False
-
-    async def _read(self, size: int) -> bytes:
-        try:
-            chunk = await body_read(self.part.read_chunk(size), self.idle_timeout)
-        except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
-            # aiohttp's multipart parser reports a malformed or truncated body this way.
-            raise BadRequest(
-                f"malformed multipart body: {exc}", code="malformed_multipart"
-            ) from exc
-        if self._unhashed > HASH_LAG and self._hashed is not None:
-            # Chunks waiting for the hashing thread are memory too: let it catch up.
-            await self._hashed
-        if not chunk and not self.part.at_eof():
-            # The body ended before this part's closing boundary: the file may be cut short,
-            # so it must not be stored as if complete.
-            raise BadRequest(
-                "multipart body ended before the file's closing boundary (truncated upload)",
-                code="malformed_multipart",
-            )
-        return chunk
-
-    def _count(self, chunk: bytes) -> None:
-        self.limit.add(len(chunk))
-        self.size += len(chunk)
-        # The whole-file hash runs off the event loop on a one-thread executor: its FIFO order
-        # keeps the chunks in sequence, and nothing waits for it until the digest is needed
-        # (waiting per block would stall the next read; hashing on the loop costs ~20% of it).
-        self._hashed = asyncio.get_running_loop().run_in_executor(
-            self.hash_executor, self.hasher.update, chunk
-        )
-        self._unhashed += len(chunk)
-        self._hashed.add_done_callback(functools.partial(self._settle, len(chunk)))
-
-    def _settle(self, n: int, _: object) -> None:
-        self._unhashed -= n
-
-    async def digest(self) -> bytes:
-        """SHA-256 of every byte counted so far (waits for the hashing thread to catch up)."""
-        if self._hashed is not None:
-            await self._hashed
-        digest: bytes = self.hasher.digest()
-        return digest
+    def __init__(self, cause: BaseException, stored: list[StoredFile]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.stored = stored
 
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def _hash_block(whole: Any, block: io.BytesIO) -> bytes:
+    """Feed ``block`` to the whole-file hash and return the block's own SHA-256."""
+    with block.getbuffer() as view:
+        whole.update(view)
+        return hashlib.sha256(view).digest()
+
+
+async def _after(previous: asyncio.Future[bytes] | None, whole: Any, block: io.BytesIO) -> bytes:
+    # Blocks of one file are hashed in order (the whole-file hash is sequential), each in a
+    # thread of its own so files hash in parallel and the loop never waits for a digest.
+    if previous is not None:
+        await previous
+    return await asyncio.to_thread(_hash_block, whole, block)
+
+
+def _update(whole: Any, block: io.BytesIO) -> None:
+    with block.getbuffer() as view:
+        whole.update(view)
+
+
+def _retried(outcome: Mapping[str, Any] | BaseException) -> bool:
+    """True when botocore sent the call more than once (``outcome``: its answer or error)."""
+    response = outcome if isinstance(outcome, Mapping) else getattr(outcome, "response", None)
+    return bool((response or {}).get("ResponseMetadata", {}).get("RetryAttempts"))
+
+
 class Uploader:
-    """Stores form-data parts in S3; one per app, shared by all requests."""
+    """Stages and commits form-data files in S3; one per app, shared by all requests."""
 
     def __init__(self, client: S3Client, settings: S3Settings) -> None:
         self.client = client
         self.settings = settings
-        self.budget = MemoryBudget(settings.memory_budget)
-        # Work that must end before the S3 client closes: aborts, and creates whose request was
-        # cancelled (S3 may have made the upload anyway).
-        self._aborts: set[asyncio.Future[Any]] = set()
-        # Multipart uploads created and neither completed nor aborted yet: upload id -> (bucket,
-        # key). Whatever is left here at shutdown is aborted by drain().
-        self._open: dict[str, tuple[str, str]] = {}
-        self._hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        # Without a bucket (local-safe mode) the handler refuses uploads before staging.
+        self.bucket = settings.bucket or ""
+        # Bytes buffered by every upload of the process, and slots for part-sized buffers.
+        self.memory = MemoryBudget(settings.memory_budget, settings.memory_wait)
+        self.buffers = MemoryBudget(settings.memory_budget, settings.memory_wait)
+        # Work that must end before the S3 client closes: aborts, commits whose request was
+        # cancelled, and creates whose request was cancelled (S3 may have made the upload).
+        self._pending: set[asyncio.Future[Any]] = set()
+        # Multipart uploads created and neither completed nor aborted yet: upload id -> key.
+        # Whatever is left here at shutdown is aborted by drain().
+        self._open: dict[str, str] = {}
 
-    def close(self) -> None:
-        """Stop the hashing thread (after ``drain``)."""
-        self._hash_executor.shutdown(wait=False, cancel_futures=True)
+    def busy(self) -> str | None:
+        """Why a new upload would have to wait for memory now, or None."""
+        if self.memory.waiting or self.buffers.waiting:
+            return "upload memory is exhausted (uploads are waiting for it)"
+        return None
 
     async def drain(self) -> None:
-        """Finish every abort, then abort what no request is left to abort.
+        """Finish every abort and commit, then abort what no request is left to abort.
 
-        Called on shutdown before the S3 client closes, so no multipart upload is orphaned:
-        requests cancelled by the shutdown reach their own aborts within a few loop turns; an
-        upload still open after those (its request was cancelled somewhere it could not abort
-        from) is aborted here.
+        Called on shutdown before the S3 client closes, so no multipart upload is orphaned.
         """
         for _ in range(5):
             await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ABORT_TIMEOUT
-        while self._aborts and (left := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._aborts), timeout=left)
-        leftovers = list(self._open.items())
+        while self._pending and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._pending), timeout=left)
         await asyncio.gather(
-            *(self._abort_upload(b, k, upload_id, "shutdown") for upload_id, (b, k) in leftovers)
+            *(
+                self._abort_upload(k, upload_id, "shutdown")
+                for upload_id, k in list(self._open.items())
+            )
         )
 
     def _object_args(self, content_type: str, filename: str | None) -> dict[str, Any]:
@@ -289,195 +227,165 @@ class Uploader:
                 args["SSEKMSKeyId"] = self.settings.sse_kms_key_id
         return args
 
-    async def store(
+    async def stage(
         self,
-        part: BodyPartReader,
+        part: FilePart,
+        *,
+        key: str,
+        filename: str | None,
         content_type: str,
         limit: ByteLimit,
-        declared_size: int | None = None,
-    ) -> StoredFile:
-        """Stream one file part into a new object and return what was stored."""
-        bucket = self.settings.bucket
-        assert bucket is not None  # the handler refuses uploads in local-safe mode
-        key = make_key(self.settings.key_prefix, part.filename)
-        source = _Source(part, limit, self.settings.common.body_idle_timeout, self._hash_executor)
-        part_size = part_size_for(declared_size, self.settings.part_size)
-
-        await self.budget.acquire(part_size)
+        clock: BodyClock,
+        size_bound: int | None = None,
+    ) -> Staged:
+        """Read one file whole: in memory if it fits one part, else into an open multipart
+        upload with every part sent. On any failure nothing of it is left behind."""
+        writer = _FileWriter(self, key, filename, content_type, size_bound)
         try:
-            first = await source.read_block(part_size)
-            single = _size(first) < part_size or await source.at_end()
+            while chunk := await clock.chunk(part.read_chunk(READ_CHUNK)):
+                limit.add(len(chunk))
+                await writer.add(chunk)
+            return await writer.finish()
         except BaseException:
-            self.budget.release(part_size)
+            await asyncio.shield(self._track(asyncio.ensure_future(writer.discard())))
             raise
-        if single:
+
+    async def discard(self, files: list[Staged]) -> None:
+        """Give up staged files: free their memory, abort their multipart uploads."""
+        for f in files:
+            self._free(f)
+        aborts = [self._abort_upload(f.key, f.upload_id, "discarded") for f in files if f.upload_id]
+        if aborts:
+            await asyncio.shield(self._track(asyncio.ensure_future(asyncio.gather(*aborts))))
+
+    async def commit(self, files: list[Staged]) -> list[StoredFile]:
+        """Store every staged file (conditional writes, concurrently).
+
+        Runs to its end even if the request is cancelled (the body was complete: what S3
+        accepts stays). Raises :class:`CommitFailed` naming the files S3 confirmed when any
+        other failed; those others are aborted.
+        """
+        job = self._track(asyncio.ensure_future(self._commit_all(files)))
+        return await asyncio.shield(job)
+
+    async def _commit_all(self, files: list[Staged]) -> list[StoredFile]:
+        results = await asyncio.gather(*(self._commit(f) for f in files), return_exceptions=True)
+        stored = [r for r in results if isinstance(r, StoredFile)]
+        failures = [r for r in results if not isinstance(r, StoredFile)]
+        if failures:
+            raise CommitFailed(failures[0], stored)
+        return stored
+
+    async def _commit(self, f: Staged) -> StoredFile:
+        try:
+            if f.data is not None:
+                args = self._object_args(f.content_type, f.filename)
+                args["Metadata"]["sha256"] = f.sha256.hex()
+                call: Awaitable[Mapping[str, Any]] = self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=f.key,
+                    Body=f.data,
+                    ChecksumSHA256=_b64(f.sha256),  # one block: its hash is the file's
+                    IfNoneMatch="*",
+                    **args,
+                )
+            else:
+                assert f.upload_id is not None
+                call = self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=f.key,
+                    UploadId=f.upload_id,
+                    MultipartUpload={"Parts": f.parts},
+                    IfNoneMatch="*",
+                )
             try:
-                return await self._put(bucket, key, first, source, content_type, part.filename)
-            finally:
-                self.budget.release(part_size)
-        return await self._multipart(
-            bucket, key, first, part_size, source, content_type, part.filename
-        )
-
-    async def _put(
-        self,
-        bucket: str,
-        key: str,
-        data: io.BytesIO,
-        source: _Source,
-        content_type: str,
-        filename: str | None,
-    ) -> StoredFile:
-        if not _size(data):
-            raise BadRequest(f"file {filename!r} is empty", code="empty_file")
-        digest = await source.digest()
-        args = self._object_args(content_type, filename)
-        args["Metadata"]["sha256"] = digest.hex()
-        try:
-            resp = await self.client.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=data,
-                ChecksumSHA256=_b64(digest),
-                IfNoneMatch="*",
-                **args,
-            )
-        except Exception as exc:
-            if is_aws_failure(exc):
+                resp = await call
+            except Exception as exc:
+                code = aws_error_code(exc)
+                if code == "PreconditionFailed" or (code == "NoSuchUpload" and _retried(exc)):
+                    # The key holds an object already: an earlier attempt of this very call
+                    # (botocore retried it after a read timeout), or, for a key named by an
+                    # idempotency key, an earlier request. Either way it is stored.
+                    if f.upload_id is not None:
+                        await self._abort_upload(f.key, f.upload_id, "already_stored")
+                    return self._stored(f, {}, replayed=not _retried(exc))
+                raise
+            if f.upload_id is not None:
+                self._open.pop(f.upload_id, None)
+            return self._stored(f, resp)
+        except BaseException as exc:
+            if f.upload_id is not None:
+                await self._abort_upload(f.key, f.upload_id, type(exc).__name__)
+            if is_aws_failure(exc) and not isinstance(exc, ServiceError):
                 raise to_service_error(exc, "S3") from exc
             raise
-        return _stored(bucket, key, source, content_type, filename, 1, resp)
+        finally:
+            self._free(f)
 
-    async def _multipart(
-        self,
-        bucket: str,
-        key: str,
-        first: io.BytesIO,
-        part_size: int,
-        source: _Source,
-        content_type: str,
-        filename: str | None,
-    ) -> StoredFile:
-        # ``first`` arrives holding a reservation of part_size bytes; every block below does too.
+    def _stored(self, f: Staged, resp: Mapping[str, Any], *, replayed: bool = False) -> StoredFile:
+        log.info(
+            "object_stored" if not replayed else "object_exists",
+            key=f.key,
+            size=f.size,
+            parts=len(f.parts) or 1,
+        )
+        return StoredFile(
+            bucket=self.bucket,
+            key=f.key,
+            size=f.size,
+            sha256=f.sha256.hex(),
+            etag=str(resp.get("ETag", "")).strip('"'),
+            content_type=f.content_type,
+            filename=f.filename,
+            parts=len(f.parts) or 1,
+            version_id=resp.get("VersionId"),
+            replayed=replayed,
+        )
+
+    def _free(self, f: Staged) -> None:
+        if f.reserved:
+            self.memory.release(f.reserved)
+            f.reserved = 0
+            f.data = None
+
+    async def create(self, key: str, content_type: str, filename: str | None) -> tuple[str, int]:
+        """CreateMultipartUpload: the upload id, and how many stray uploads on ``key`` were
+        aborted (after a retried create)."""
         args = self._object_args(content_type, filename)
-        create = asyncio.ensure_future(
+        job = asyncio.ensure_future(
             self.client.create_multipart_upload(
-                Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **args
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **args
             )
         )
         try:
-            created = await asyncio.shield(create)
-        except BaseException as exc:
-            self.budget.release(part_size)
-            if isinstance(exc, asyncio.CancelledError):
-                self._abort_once_created(create, bucket, key)
-            if is_aws_failure(exc):
-                raise to_service_error(exc, "S3") from exc
+            created = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            self._abort_once_created(job, key)
             raise
         upload_id: str = created["UploadId"]
-        self._open[upload_id] = (bucket, key)
-        slots = asyncio.Semaphore(self.settings.max_inflight_parts)
-        tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
+        self._open[upload_id] = key
+        strays = await self._abort_strays(key, upload_id) if _retried(created) else 0
+        return upload_id, strays
 
-        async def send(number: int, block: io.BytesIO) -> CompletedPartTypeDef:
-            checksum = _b64(await asyncio.to_thread(_sha256, block))
-            resp = await self.client.upload_part(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=block,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=checksum,
-            )
-            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
-
-        def sent(_: asyncio.Task[CompletedPartTypeDef]) -> None:
-            # A done callback, not a ``finally`` in send(): a task cancelled before it ever ran
-            # (the upload failed right after dispatching it) runs no finally, and its slot and
-            # reservation would be lost to the process for good.
-            slots.release()
-            self.budget.release(part_size)
-
-        def failed() -> BaseException | None:
-            for t in tasks:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    return t.exception()
-            return None
-
-        async def dispatch(block: io.BytesIO) -> None:
-            # The block's reservation passes to the task, which returns it when done.
-            try:
-                await slots.acquire()
-            except BaseException:
-                self.budget.release(part_size)
-                raise
-            number = len(tasks) + 1
-            if number > MAX_PARTS:
-                slots.release()
-                self.budget.release(part_size)
-                raise PayloadTooLarge(
-                    f"file needs more than {MAX_PARTS} parts", code="upload_too_large"
-                )
-            task = asyncio.create_task(send(number, block))
-            task.add_done_callback(sent)
-            tasks.append(task)
-
+    async def _abort_strays(self, key: str, keep: str) -> int:
+        """A retried create may have created an upload whose answer never arrived: find the
+        uploads on this (unique) key and abort every one but ``keep``."""
         try:
-            await dispatch(first)
-            del first
-            while True:
-                if (part_error := failed()) is not None:
-                    raise part_error
-                await self.budget.acquire(part_size)
-                try:
-                    block = await source.read_block(part_size)
-                except BaseException:
-                    self.budget.release(part_size)
-                    raise
-                if not _size(block):
-                    self.budget.release(part_size)
-                    break
-                await dispatch(block)
-                del block
-            parts = await asyncio.gather(*tasks)
-            await source.digest()  # the whole-file hash is complete before the object is
-            resp = await self.client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                IfNoneMatch="*",
-            )
-        except BaseException as exc:
-            # The abort runs in a task of its own, created before anything is awaited: it
-            # completes even if this request is cancelled again, and drain() waits for it.
-            await asyncio.shield(self._spawn_abort(bucket, key, upload_id, tasks, exc))
-            if is_aws_failure(exc):
-                raise to_service_error(exc, "S3") from exc
-            raise
-        self._open.pop(upload_id, None)
-        return _stored(bucket, key, source, content_type, filename, len(tasks), resp)
+            listed = await self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        except Exception:
+            log.warning("stray_search_failed", key=key, exc_info=True)
+            return 0
+        strays = [
+            u["UploadId"]
+            for u in listed.get("Uploads", [])
+            if u.get("Key") == key and u.get("UploadId") not in (None, keep)
+        ]
+        for upload_id in strays:
+            self._open[upload_id] = key
+            await self._abort_upload(key, upload_id, "stray")
+        return len(strays)
 
-    def _spawn_abort(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        tasks: list[asyncio.Task[CompletedPartTypeDef]],
-        cause: BaseException,
-    ) -> asyncio.Task[None]:
-        """A task that cancels the outstanding parts, then aborts the upload."""
-
-        async def abort() -> None:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._abort_upload(bucket, key, upload_id, type(cause).__name__)
-
-        return self._track(asyncio.create_task(abort()))
-
-    def _abort_once_created(self, create: asyncio.Future[Any], bucket: str, key: str) -> None:
+    def _abort_once_created(self, create: asyncio.Future[Any], key: str) -> None:
         """The request was cancelled while CreateMultipartUpload was in flight: S3 may still
         create the upload, so abort it once its id is known."""
 
@@ -485,24 +393,24 @@ class Uploader:
             if fut.cancelled() or fut.exception() is not None:
                 return
             upload_id: str = fut.result()["UploadId"]
-            self._open[upload_id] = (bucket, key)
-            self._spawn_abort(bucket, key, upload_id, [], asyncio.CancelledError())
+            self._open[upload_id] = key
+            self._track(asyncio.ensure_future(self._abort_upload(key, upload_id, "cancelled")))
 
         self._track(create)
         create.add_done_callback(created)
 
     def _track(self, fut: _F) -> _F:
-        self._aborts.add(fut)
-        fut.add_done_callback(self._aborts.discard)
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
         return fut
 
-    async def _abort_upload(self, bucket: str, key: str, upload_id: str, reason: str) -> None:
+    async def _abort_upload(self, key: str, upload_id: str, reason: str) -> None:
         """AbortMultipartUpload, bounded in time; an upload already gone counts as aborted."""
         if upload_id not in self._open:
-            return  # aborted already (by its request, or by drain)
+            return  # aborted or completed already
         try:
             await asyncio.wait_for(
-                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
                 ABORT_TIMEOUT,
             )
         except Exception as exc:
@@ -513,35 +421,159 @@ class Uploader:
         log.info("upload_aborted", reason=reason, key=key, upload_id=upload_id)
 
 
-def _stored(
-    bucket: str,
-    key: str,
-    source: _Source,
-    content_type: str,
-    filename: str | None,
-    parts: int,
-    resp: Mapping[str, Any],
-) -> StoredFile:
-    """Log and describe an object S3 has just confirmed (PutObject or CompleteMultipartUpload)."""
-    log.info("object_stored", bucket=bucket, key=key, size=source.size, parts=parts)
-    return StoredFile(
-        bucket=bucket,
-        key=key,
-        size=source.size,
-        sha256=source.hasher.hexdigest(),
-        etag=str(resp.get("ETag", "")).strip('"'),
-        content_type=content_type,
-        filename=filename,
-        parts=parts,
-        version_id=resp.get("VersionId"),
-    )
+class _FileWriter:
+    """One file on its way in: the block being filled, the parts in flight, the hash chain."""
 
+    def __init__(
+        self,
+        uploader: Uploader,
+        key: str,
+        filename: str | None,
+        content_type: str,
+        size_bound: int | None,
+    ) -> None:
+        self.up = uploader
+        self.key = key
+        self.filename = filename
+        self.content_type = content_type
+        self.part_size = part_size_for(size_bound, uploader.settings.part_size)
+        self.whole = hashlib.sha256()
+        self.size = 0
+        self.block = io.BytesIO()
+        self.block_len = 0
+        self.block_reserved = 0  # memory budget bytes the block holds
+        self.block_slot = 0  # part-slot bytes the block holds
+        self.hashed: asyncio.Future[bytes] | None = None
+        self.upload_id: str | None = None
+        self.inflight = asyncio.Semaphore(uploader.settings.max_inflight_parts)
+        self.tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
+        self.strays = 0
 
-def _sha256(data: io.BytesIO) -> bytes:
-    with data.getbuffer() as view:
-        return hashlib.sha256(view).digest()
+    async def add(self, chunk: bytes) -> None:
+        """Buffer ``chunk``, sending the block as a part whenever it is full and more follows."""
+        view = memoryview(chunk)
+        while view:
+            if self.block_len == self.part_size:
+                await self._dispatch()
+            take = view[: self.part_size - self.block_len]
+            if not self.block_slot and self.block_len + len(take) > SLOT_THRESHOLD:
+                await self.up.buffers.acquire(self.part_size)
+                self.block_slot = self.part_size
+            await self.up.memory.acquire(len(take))
+            self.block_reserved += len(take)
+            self.block.write(take)
+            self.block_len += len(take)
+            self.size += len(take)
+            view = view[len(take) :]
 
+    async def finish(self) -> Staged:
+        """The file ended: keep it in memory (one part or less) or send its last part."""
+        if self.upload_id is None:
+            if not self.block_len:
+                raise BadRequest(f"file {self.filename!r} is empty", code="empty_file")
+            self._release_slot()  # the buffer no longer grows
+            await asyncio.to_thread(_update, self.whole, self.block)
+            self.block.seek(0)
+            staged = Staged(
+                key=self.key,
+                filename=self.filename,
+                content_type=self.content_type,
+                size=self.size,
+                sha256=self.whole.digest(),
+                data=self.block,
+                reserved=self.block_reserved,
+            )
+            self.block_reserved = 0
+            return staged
+        if self.block_len:
+            await self._dispatch()
+        parts = list(await asyncio.gather(*self.tasks))
+        return Staged(
+            key=self.key,
+            filename=self.filename,
+            content_type=self.content_type,
+            size=self.size,
+            sha256=self.whole.digest(),
+            upload_id=self.upload_id,
+            parts=parts,
+            strays_aborted=self.strays,
+        )
 
-def _size(data: io.BytesIO) -> int:
-    with data.getbuffer() as view:
-        return view.nbytes
+    async def discard(self) -> None:
+        """Free the block, stop the parts in flight, abort the upload."""
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self._release_slot()
+        if self.block_reserved:
+            self.up.memory.release(self.block_reserved)
+            self.block_reserved = 0
+        if self.upload_id is not None:
+            await self.up._abort_upload(self.key, self.upload_id, "discarded")
+
+    def _release_slot(self) -> None:
+        if self.block_slot:
+            self.up.buffers.release(self.block_slot)
+            self.block_slot = 0
+
+    def _failed(self) -> BaseException | None:
+        for t in self.tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                return t.exception()
+        return None
+
+    async def _dispatch(self) -> None:
+        """Send the block as the next part; its memory and slot go with the part's task."""
+        if (error := self._failed()) is not None:
+            raise error
+        if self.upload_id is None:
+            try:
+                self.upload_id, self.strays = await self.up.create(
+                    self.key, self.content_type, self.filename
+                )
+            except Exception as exc:
+                if is_aws_failure(exc):
+                    raise to_service_error(exc, "S3") from exc
+                raise
+        number = len(self.tasks) + 1
+        if number > MAX_PARTS:
+            raise PayloadTooLarge(
+                f"file needs more than {MAX_PARTS} parts", code="upload_too_large"
+            )
+        await self.inflight.acquire()
+        block, reserved, slot = self.block, self.block_reserved, self.block_slot
+        block.seek(0)
+        self.block, self.block_len, self.block_reserved, self.block_slot = io.BytesIO(), 0, 0, 0
+        self.hashed = hashed = asyncio.ensure_future(_after(self.hashed, self.whole, block))
+        upload_id = self.upload_id
+        up = self.up
+
+        async def send() -> CompletedPartTypeDef:
+            checksum = _b64(await hashed)
+            try:
+                resp = await up.client.upload_part(
+                    Bucket=up.bucket,
+                    Key=self.key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=block,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+            except Exception as exc:
+                if is_aws_failure(exc):
+                    raise to_service_error(exc, "S3") from exc
+                raise
+            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+
+        def sent(_: asyncio.Task[CompletedPartTypeDef]) -> None:
+            # A done callback, not a ``finally`` in send(): a task cancelled before it ever ran
+            # runs no finally, and its reservations would be lost to the process for good.
+            self.inflight.release()
+            up.memory.release(reserved)
+            if slot:
+                up.buffers.release(slot)
+
+        task = asyncio.create_task(send())
+        task.add_done_callback(sent)
+        self.tasks.append(task)

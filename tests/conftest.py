@@ -7,6 +7,7 @@ The developer's own AWS profile and environment never reach a test.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -95,6 +96,21 @@ async def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
         "Uploads", []
     )
     return uploads
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until ``condition()`` holds (a hang guard, not a speed target)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def stored_keys(s3: Any, bucket: str) -> list[str]:
+    """Every object key in ``bucket``."""
+    listed = await s3.list_objects_v2(Bucket=bucket)
+    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 async def empty_bucket(s3: Any, bucket: str) -> None:

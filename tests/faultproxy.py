@@ -72,6 +72,8 @@ class Fault:
     # Forward the call (the backend acts on it), then hold the answer this many seconds: a
     # backend that did the work but answered too late (the client's read timeout fires).
     hold: float = 0.0
+    # Forward the call only once this event is set: a backend frozen until the test thaws it.
+    gate: asyncio.Event | None = None
 
 
 Rule = Callable[[Call], Fault | None]
@@ -117,6 +119,8 @@ class FaultProxy:
         fault = self.rule(call) if self.rule else None
         body = await request.read()
         if fault is not None:
+            if fault.gate is not None:
+                await fault.gate.wait()
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.stall:

@@ -1,52 +1,20 @@
-"""Pure pieces of s3svc: the memory budget, key and filename handling, part sizing, and the
+"""Pure pieces of s3svc: key and filename handling, part sizing, and the
 uploader's cleanup where timing decides (against a stand-in S3 client: moto cannot be made to
 answer after the caller gave up at a chosen moment)."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
 
+from common.bodies import BodyClock, Pace
 from s3svc.config import GIB, MIB, S3Settings, part_size_for
 from s3svc.keys import make_key, metadata_filename, sanitise_filename
-from s3svc.upload import MemoryBudget, Uploader
-
-
-async def test_budget_blocks_until_release() -> None:
-    """A reservation that does not fit waits for a release, then proceeds."""
-    budget = MemoryBudget(10)
-    await budget.acquire(6)
-    waiter = asyncio.create_task(budget.acquire(6))
-    await asyncio.sleep(0.01)
-    assert not waiter.done()
-    budget.release(6)
-    await asyncio.wait_for(waiter, 1)
-    assert budget.used == 6
-
-
-async def test_budget_is_fifo_and_cancellation_safe() -> None:
-    """A cancelled waiter neither leaks bytes nor blocks those behind it."""
-    budget = MemoryBudget(10)
-    await budget.acquire(10)
-    first = asyncio.create_task(budget.acquire(8))
-    second = asyncio.create_task(budget.acquire(2))
-    await asyncio.sleep(0.01)
-    assert not second.done()  # FIFO: the small one does not jump the queue
-    first.cancel()
-    budget.release(10)
-    await asyncio.wait_for(second, 1)
-    assert budget.used == 2
-
-
-async def test_budget_refuses_more_than_limit() -> None:
-    """A single reservation larger than the whole budget could never be granted."""
-    with pytest.raises(ValueError, match="budget"):
-        await MemoryBudget(5).acquire(6)
+from s3svc.upload import ByteLimit, Uploader
 
 
 @pytest.mark.parametrize(
@@ -113,20 +81,14 @@ async def test_request_cancelled_during_create_aborts_what_s3_created(
     make_s3_settings: Callable[..., S3Settings],
 ) -> None:
     """A request cancelled while CreateMultipartUpload is on its way: S3 creates the upload all
-    the same, and drain() (shutdown) aborts it; the reservation is given back."""
+    the same, and drain() (shutdown) aborts it."""
     s3 = LateS3()
     uploader = Uploader(cast(Any, s3), make_s3_settings())
-    part_size = 5 * MIB
-    await uploader.budget.acquire(part_size)  # what store() holds for the first block
-    no_source: Any = None  # the body is never read: the request ends before the first part
-    request = asyncio.create_task(
-        uploader._multipart("b", "k", io.BytesIO(b"x"), part_size, no_source, "text/plain", "f")
-    )
+    request = asyncio.create_task(uploader.create("k", "text/plain", "f"))
     await asyncio.sleep(0)
     request.cancel()
     with pytest.raises(asyncio.CancelledError):
         await request
-    assert uploader.budget.used == 0
     s3.answer.set()  # S3 answers after the caller gave up
     await asyncio.wait_for(uploader.drain(), 5)
     assert s3.aborted == ["u-1"]
@@ -153,26 +115,37 @@ class HangingPartsS3(LateS3):
         raise AssertionError("unreachable")
 
 
-class StalledBody:
-    """A request body whose next block never arrives."""
+class StallingFile:
+    """A file part that yields ``size`` bytes, then never sends another."""
 
-    async def read_block(self, n: int) -> io.BytesIO:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    async def read_chunk(self, size: int = 8192) -> bytes:
+        if not self.left:
+            await asyncio.Event().wait()
+        n = min(size, self.left)
+        self.left -= n
+        return b"x" * n
 
 
 async def test_request_cancelled_twice_still_aborts(
     make_s3_settings: Callable[..., S3Settings],
 ) -> None:
     """Cancelled while part 1 is in flight, then cancelled again while part 1 winds down: the
-    abort still happens (it runs in its own task from the first moment)."""
+    abort still happens (it runs in a task of its own) and every reservation comes back."""
     s3 = HangingPartsS3()
-    uploader = Uploader(cast(Any, s3), make_s3_settings())
-    part_size = 5 * MIB
-    await uploader.budget.acquire(part_size)
-    body: Any = StalledBody()
+    settings = make_s3_settings()
+    uploader = Uploader(cast(Any, s3), settings)
     request = asyncio.create_task(
-        uploader._multipart("b", "k", io.BytesIO(b"x"), part_size, body, "text/plain", "f")
+        uploader.stage(
+            StallingFile(settings.part_size + 1),
+            key="k",
+            filename="f",
+            content_type="text/plain",
+            limit=ByteLimit(GIB),
+            clock=BodyClock(Pace(idle_timeout=3600)),
+        )
     )
     await asyncio.wait_for(s3.part_sent.wait(), 5)  # part 1 in flight, the next block awaited
     request.cancel()
@@ -183,4 +156,4 @@ async def test_request_cancelled_twice_still_aborts(
         await request
     await asyncio.wait_for(uploader.drain(), 5)
     assert s3.aborted == ["u-1"]
-    assert uploader.budget.used == 0
+    assert uploader.memory.used == uploader.buffers.used == 0

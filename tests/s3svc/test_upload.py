@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from s3svc.app import create_app
 from s3svc.config import MIB, S3Settings
-from tests.conftest import open_uploads
+from tests.conftest import open_uploads, stored_keys
 
 PART = 5 * MIB
 
@@ -197,16 +197,20 @@ async def test_unterminated_multipart_is_400_and_stores_nothing(
 
 
 async def test_too_many_files(
-    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    s3: Any,
+    bucket: str,
 ) -> None:
-    """More files than MAX_FILES is a 400 that lists what was already stored."""
+    """More files than MAX_FILES is a 400, and none of the request's files is stored."""
     client = await aiohttp_client(create_app(make_s3_settings(max_files=2)))
     files = [(f"{i}.txt", b"x", "text/plain") for i in range(3)]
     resp = await client.post("/s3/upload", data=form(*files))
     assert resp.status == 400
     body = await resp.json()
     assert body["error"] == "too_many_files"
-    assert len(body["stored"]) == 2
+    assert "stored" not in body
+    assert await stored_keys(s3, bucket) == []
 
 
 async def test_content_type_allow_list(

@@ -1,0 +1,81 @@
+"""A process-wide byte budget with first-come-first-served, bounded waits.
+
+Uploads hold reservations in two budgets (see :mod:`s3svc.upload`): the bytes they buffer, and
+the right to grow a buffer to a whole part. A reservation that cannot be had within ``wait``
+seconds fails with ``503 busy``: under overload (or when every holder waits for every other)
+callers are told to come back, never left hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from common.errors import Unavailable
+
+# Seconds a caller whose reservation timed out is told to wait before retrying.
+BUSY_RETRY_AFTER = 5
+
+
+class MemoryBudget:
+    """``acquire(n)`` waits (at most ``wait`` seconds) until ``n`` more bytes fit under ``limit``."""
+
+    def __init__(self, limit: int, wait: float) -> None:
+        self.limit = limit
+        self.wait = wait
+        self.used = 0
+        self.peak = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @property
+    def waiting(self) -> bool:
+        """True while some reservation waits: the budget is exhausted for now."""
+        return any(not fut.done() for _, fut in self._waiters)
+
+    async def acquire(self, n: int) -> None:
+        """Reserve ``n`` bytes; ``Unavailable`` (503 ``busy``) when they do not fit in time."""
+        if n > self.limit:
+            raise ValueError(f"cannot reserve {n} bytes from a budget of {self.limit}")
+        if not self._waiters and self.used + n <= self.limit:
+            self._take(n)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        try:
+            async with asyncio.timeout(self.wait):
+                await fut
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():
+                # Granted just as the wait ended: hand the bytes back.
+                self.release(n)
+            else:
+                fut.cancel()
+                self._wake()
+            if isinstance(exc, TimeoutError):
+                raise Unavailable(
+                    "the service's upload memory is in use by other uploads; retry shortly",
+                    code="busy",
+                    retry_after=BUSY_RETRY_AFTER,
+                ) from None
+            raise
+
+    def release(self, n: int) -> None:
+        """Return ``n`` bytes and wake the waiters that now fit, in arrival order."""
+        self.used -= n
+        self._wake()
+
+    def _take(self, n: int) -> None:
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            if self.used + n > self.limit:
+                break
+            self._waiters.popleft()
+            self._take(n)
+            fut.set_result(None)

@@ -1,0 +1,142 @@
+"""Fair memory under hostile clients and a slow backend (issue 13, item 1): memory is reserved
+for what was read, drips are cut off by the minimum data rate, a reservation waits a bounded
+time (503 busy), and /ready says so while the budget is exhausted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from s3svc.app import UPLOADER, create_app
+from s3svc.config import MIB, S3Settings
+from tests.conftest import eventually, open_uploads, stored_keys, through
+from tests.faultproxy import Call, Fault, fault_proxy
+
+B = "dripB"
+PART = 5 * MIB
+
+
+def drip_head(port: int) -> bytes:
+    """Headers of an upload whose body will arrive a few bytes at a time."""
+    return (
+        "POST /s3/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={B}\r\nContent-Length: 100000\r\n\r\n"
+        f'--{B}\r\nContent-Disposition: form-data; name="file"; filename="drip.bin"\r\n\r\n'
+    ).encode()
+
+
+async def drip(host: str, port: int, answered: asyncio.Event) -> tuple[int, bytes]:
+    """Send 300 bytes, then 10 bytes every 0.5 s (20 B/s) until the server answers."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(drip_head(port) + b"d" * 300)
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await asyncio.sleep(0.5)
+                writer.write(b"d" * 10)
+                await writer.drain()
+
+    sender = asyncio.create_task(trickle())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
+        body = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        sender.cancel()
+        writer.close()
+    answered.set()
+    return int(head.split()[1]), body
+
+
+async def test_drips_hold_no_part_and_are_cut_off(
+    make_s3_settings: Callable[..., S3Settings], s3: Any, bucket: str
+) -> None:
+    """16 drips against a budget of two parts: a 20-byte upload is stored at once (before, each
+    drip reserved a whole part up front and the small upload was never answered); every drip
+    ends in 408 ``body_too_slow`` and stores nothing."""
+    settings = make_s3_settings(memory_budget=2 * PART)
+    settings = replace(settings, common=replace(settings.common, body_rate_grace=1.0))
+    server: Any = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        uploader = server.app[UPLOADER]
+        answered = asyncio.Event()
+        drips = [asyncio.create_task(drip(server.host, server.port, answered)) for _ in range(16)]
+        # every drip is being read
+        await eventually(lambda: uploader.memory.used >= 16 * 300)
+        assert not answered.is_set()
+        async with aiohttp.ClientSession() as session:
+            data = aiohttp.FormData()
+            data.add_field("file", b"x" * 20, filename="small.txt")
+            resp = await asyncio.wait_for(
+                session.post(f"http://{server.host}:{server.port}/s3/upload", data=data), 60
+            )
+            small = await resp.json()
+        assert resp.status == 201, small
+        results = await asyncio.gather(*drips)
+    finally:
+        await server.close()
+    for status, body in results:
+        assert status == 408
+        assert b'"body_too_slow"' in body
+    assert await stored_keys(s3, bucket) == [small["files"][0]["key"]]
+    assert await open_uploads(s3, bucket) == []
+
+
+async def test_exhausted_budget_is_503_busy_and_not_ready(
+    make_s3_settings: Callable[..., S3Settings],
+    moto_url: str,
+    s3: Any,
+    bucket: str,
+) -> None:
+    """S3 holds an upload's parts, so its blocks fill the whole budget: a new upload waits at
+    most UPLOAD_MEMORY_WAIT, then gets 503 busy with Retry-After and stores nothing; /ready is
+    503 meanwhile and 200 again once S3 answers."""
+    thaw = asyncio.Event()
+
+    def rule(call: Call) -> Fault | None:
+        return Fault(gate=thaw) if call.s3_operation == "UploadPart" else None
+
+    async with fault_proxy(moto_url, rule) as proxy:
+        settings = make_s3_settings(memory_budget=2 * PART, memory_wait=1.0, max_inflight_parts=1)
+        server = TestServer(create_app(through(settings, proxy.url, read_timeout=120)))
+        await server.start_server()
+        base = f"http://{server.host}:{server.port}/s3"
+        try:
+            uploader = server.app[UPLOADER]
+            async with aiohttp.ClientSession() as session:
+                big = aiohttp.FormData()
+                payload = os.urandom(4 * PART)
+                big.add_field("file", payload, filename="big.bin")
+                first = asyncio.create_task(session.post(f"{base}/upload", data=big))
+                # part 1 held by S3, part 2 buffered
+                await eventually(lambda: uploader.memory.used >= 2 * PART)
+                small = aiohttp.FormData()
+                small.add_field("file", b"late", filename="late.txt")
+                second = asyncio.create_task(session.post(f"{base}/upload", data=small))
+                await eventually(lambda: uploader.busy() is not None)
+                ready = await session.get(f"{base}/ready")
+                assert ready.status == 503
+                assert "memory" in (await ready.json())["message"]
+                refused = await asyncio.wait_for(second, 60)
+                assert refused.status == 503
+                assert (await refused.json())["error"] == "busy"
+                assert int(refused.headers["Retry-After"]) > 0
+                thaw.set()
+                done = await asyncio.wait_for(first, 120)
+                assert done.status == 201, await done.text()
+                key = (await done.json())["files"][0]["key"]
+                assert (await session.get(f"{base}/ready")).status == 200
+        finally:
+            await server.close()
+    assert await stored_keys(s3, bucket) == [key]
+    obj = await s3.get_object(Bucket=bucket, Key=key)
+    async with obj["Body"] as body:
+        assert await body.read() == payload
