@@ -23,8 +23,9 @@ from common.metrics import add_metric
 from common.responses import REQUEST_ID, json_response
 from sqssvc.batcher import Batcher, BatcherConfig, SendResult
 from sqssvc.config import SqsSettings
-from sqssvc.messages import Limits, parse_batch, parse_message, read_json
+from sqssvc.messages import Limits, parse_batch, parse_message
 from sqssvc.openapi import spec
+from sqssvc.reading import read_json
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
     from types_aiobotocore_sqs import SQSClient

@@ -10,6 +10,8 @@ doubles): integers keep every digit; decimals are doubles, re-serialised in shor
 
 Attributes map a name to a string (``String``), a number (``Number``) or an object
 ``{"type": "String|Number|Binary[.label]", "value": ...}`` where a Binary value is base64.
+
+Reading the request (media type, body size, headers) is the web layer's job (``sqssvc.reading``).
 """
 
 from __future__ import annotations
@@ -23,16 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from common.bodies import read_body
-from common.errors import (
-    BadRequest,
-    PayloadTooLarge,
-    ServiceError,
-    Unprocessable,
-    UnsupportedMediaType,
-)
+from common.errors import BadRequest, PayloadTooLarge, ServiceError, Unprocessable
 
 FIELDS = frozenset({"message", "attributes", "delay_seconds", "group_id", "deduplication_id"})
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
@@ -67,7 +60,6 @@ _ID = re.compile(rf"^{ID_PATTERN}\Z")
 # A Number attribute's text: ASCII digits in decimal or exponent notation. Decimal() alone would
 # also take "1_000", non-ASCII digits and "Infinity", which SQS refuses.
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
-_JSON_TYPES = ("application/json",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +111,8 @@ def _finite_float(text: str) -> float:
     return value
 
 
-async def read_json(request: web.Request, limit: int, idle_timeout: float) -> Any:
-    """The request body as JSON: 415 unless ``application/json``, 400 unless valid UTF-8 JSON.
-
-    The body is capped at ``limit`` bytes (413 beyond it) and given up after ``idle_timeout``
-    seconds without data (408).
-    """
-    ctype = request.content_type
-    if ctype not in _JSON_TYPES and not (
-        ctype.startswith("application/") and ctype.endswith("+json")
-    ):
-        raise UnsupportedMediaType(
-            f"expected Content-Type application/json, got {ctype!r}", code="unsupported_media_type"
-        )
-    raw = await read_body(request.content, request.content_length, limit, idle_timeout)
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON: 400 ``invalid_json`` unless valid UTF-8 JSON."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
