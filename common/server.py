@@ -21,7 +21,7 @@ from aiohttp import web
 
 from common.appkeys import IN_FLIGHT, SHUTTING_DOWN
 from common.config import CommonSettings
-from common.connection import Connection
+from common.connection import Connection, announce_requests
 from common.logging import LogShipping, get_logger
 
 log = get_logger("common.server")
@@ -80,11 +80,14 @@ class ServiceSite(web.BaseSite):
     server, so the runner's cleanup closes and waits for them like any other.
     """
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, *, header_timeout: float
+    ) -> None:
         super().__init__(runner)
         self.app_runner = runner
         self.host = host
         self.requested_port = port
+        self.header_timeout = header_timeout
         self.listener: asyncio.Server | None = None
 
     @property
@@ -103,11 +106,14 @@ class ServiceSite(web.BaseSite):
         await super().start()
         server = self.app_runner.server
         assert server is not None, "runner.setup() comes first"
-        app = self.app_runner.app
+        announce_requests(server)
+        app, header_timeout = self.app_runner.app, self.header_timeout
         loop = asyncio.get_running_loop()
 
         def connection() -> Connection:
-            return Connection(server, app=app, loop=loop, **HANDLER_ARGS)
+            return Connection(
+                server, app=app, header_timeout=header_timeout, loop=loop, **HANDLER_ARGS
+            )
 
         self.listener = await loop.create_server(connection, self.host, self.requested_port)
 
@@ -124,7 +130,9 @@ def make_runner(app: web.Application) -> web.AppRunner:
 
 async def listen(runner: web.AppRunner, settings: CommonSettings) -> ServiceSite:
     """Start listening on ``settings.host``/``settings.port`` (0: any free port)."""
-    site = ServiceSite(runner, settings.host, settings.port)
+    site = ServiceSite(
+        runner, settings.host, settings.port, header_timeout=settings.request_headers_timeout
+    )
     try:
         await site.start()
     except OSError as exc:

@@ -47,6 +47,15 @@ def test_values_are_parsed() -> None:
     assert s.sse == "aws:kms"
 
 
+def test_request_headers_timeout() -> None:
+    """REQUEST_HEADERS_TIMEOUT: 30 s unless set (Kestrel's RequestHeadersTimeout); 0 is refused."""
+    assert S3Settings.from_env({}).common.request_headers_timeout == 30.0
+    given = S3Settings.from_env({"REQUEST_HEADERS_TIMEOUT": "2.5"})
+    assert given.common.request_headers_timeout == 2.5
+    with pytest.raises(ConfigError, match="REQUEST_HEADERS_TIMEOUT"):
+        S3Settings.from_env({"REQUEST_HEADERS_TIMEOUT": "0"})
+
+
 def test_every_error_is_reported_at_once() -> None:
     """Three bad variables give one error naming all three."""
     with pytest.raises(ConfigError) as info:

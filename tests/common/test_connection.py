@@ -1,11 +1,12 @@
 """One connection, over a real socket to the app served as production serves it: what aiohttp's
-parser refuses, and what it answers outside the middlewares, keeps the JSON error contract."""
+parser refuses, and what it answers outside the middlewares, keeps the JSON error contract; a
+request's headers must arrive within ``REQUEST_HEADERS_TIMEOUT``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,12 @@ from tests.conftest import common_settings
 MARK = b"zqmarkqz"
 # How long a read may wait for the server at most: generous, only a hang hits it.
 PATIENCE = 10.0
+# The header timeout of the timeout tests, and how long they outwait it where nothing may be cut.
+HEAD_TIMEOUT = 0.5
+OUTWAIT = 3 * HEAD_TIMEOUT
+
+# Set when the slow route's handler has begun.
+SLOW_STARTED: web.AppKey[asyncio.Event] = web.AppKey("slow_started", asyncio.Event)
 
 
 async def ready(_: web.Application) -> str | None:
@@ -36,37 +43,51 @@ async def failing_expect(_: web.Request) -> None:
 
 
 def make_app(settings: CommonSettings) -> web.Application:
-    """The base app with a body-reading route and one whose expect handler fails."""
+    """The base app with a body-reading route, a slow one (it answers ``OUTWAIT`` seconds after
+    reading its body) and one whose expect handler fails."""
     app = create_base_app(settings, ready)
+    app[SLOW_STARTED] = asyncio.Event()
 
     async def echo(request: web.Request) -> web.Response:
         return web.Response(body=await request.read())
 
+    async def slow(request: web.Request) -> web.Response:
+        request.app[SLOW_STARTED].set()
+        body = await request.read()
+        await asyncio.sleep(OUTWAIT)
+        return web.Response(body=body)
+
     app.router.add_post("/demo/echo", echo)
+    app.router.add_post("/demo/slow", slow)
     app.router.add_post("/demo/expect-fails", echo, expect_handler=failing_expect)
     return app
 
 
-Serve = Callable[..., Any]
+class Serve:
+    """Starts the app as ``serve()`` does (``make_runner`` + ``listen``) on a free port, with
+    settings overridden as given, and returns the port; ``app`` is the last app started."""
+
+    def __init__(self) -> None:
+        self.runners: list[web.AppRunner] = []
+        self.app = web.Application()
+
+    async def __call__(self, **overrides: Any) -> int:
+        settings = common_settings("demo", AwsSettings(), "/demo", **overrides)
+        configure_logging(settings)
+        self.app = make_app(settings)
+        runner = make_runner(self.app)
+        await runner.setup()
+        self.runners.append(runner)
+        site = await listen(runner, settings)
+        return site.port
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
-    """Start the app as ``serve()`` does (``make_runner`` + ``listen``) on a free port; returns
-    the port. Stopped after the test."""
-    runners: list[web.AppRunner] = []
-
-    async def start(**overrides: Any) -> int:
-        settings = common_settings("demo", AwsSettings(), "/demo", **overrides)
-        configure_logging(settings)
-        runner = make_runner(make_app(settings))
-        await runner.setup()
-        runners.append(runner)
-        site = await listen(runner, settings)
-        return site.port
-
-    yield start
-    for runner in runners:
+    """A :class:`Serve`; every app it started is stopped after the test."""
+    starter = Serve()
+    yield starter
+    for runner in starter.runners:
         await runner.cleanup()
 
 
@@ -248,3 +269,110 @@ async def test_good_requests_still_pass(serve: Serve) -> None:
     second = await read_answer(reader)
     writer.close()
     assert (first.status, first.body, second.status, second.body) == (200, b"hi", 200, b"yo")
+
+
+async def assert_timed_out(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The server answers ``408 request_header_timeout`` and closes; returns the body."""
+    answer = await read_answer(reader)
+    assert answer.status == 408
+    body = answer.json()
+    assert body["error"] == "request_header_timeout"
+    assert body["request_id"] == answer.headers["x-request-id"]
+    assert answer.headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), PATIENCE) == b""
+    return body
+
+
+async def test_unfinished_head_is_closed_with_408(
+    serve: Serve, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Headers that stop before their end are given up after the header timeout: 408 in the
+    JSON shape, the connection closed, one access line."""
+    port = await serve(request_headers_timeout=HEAD_TIMEOUT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    body = await assert_timed_out(reader)
+    writer.close()
+    (line,) = access_lines(capsys)
+    assert (line["status"], line["error"], line["route"]) == (
+        408,
+        "request_header_timeout",
+        "unparsed",
+    )
+    assert line["request_id"] == body["request_id"]
+
+
+async def test_silent_connection_is_closed(serve: Serve) -> None:
+    """A connection that sends nothing is closed after the header timeout, without an answer."""
+    port = await serve(request_headers_timeout=HEAD_TIMEOUT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(reader.read(), PATIENCE) == b""
+    writer.close()
+
+
+async def test_many_unfinished_heads_are_all_closed(serve: Serve) -> None:
+    """A hundred connections that never finish their headers are all closed."""
+    port = await serve(request_headers_timeout=HEAD_TIMEOUT)
+
+    async def unfinished() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /demo/echo HTTP/1.1\r\nHost: a\r\nContent-Le")
+        await assert_timed_out(reader)
+        writer.close()
+
+    await asyncio.gather(*(unfinished() for _ in range(100)))
+
+
+async def test_body_and_slow_response_do_not_count(serve: Serve) -> None:
+    """Once the headers are complete the timer stops: a body that starts late and a response
+    that takes longer than the header timeout are not cut."""
+    port = await serve(request_headers_timeout=HEAD_TIMEOUT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /demo/slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n")
+    await asyncio.sleep(OUTWAIT)
+    writer.write(b"hi")
+    answer = await read_answer(reader)
+    writer.close()
+    assert (answer.status, answer.body) == (200, b"hi")
+
+
+async def test_idle_kept_alive_connection_is_not_cut(serve: Serve) -> None:
+    """Between requests a kept-alive connection is idle, which the keep-alive timeout governs:
+    the next request, sent after more than the header timeout, is answered."""
+    port = await serve(request_headers_timeout=HEAD_TIMEOUT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    first = await read_answer(reader)
+    await asyncio.sleep(OUTWAIT)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    second = await read_answer(reader)
+    writer.close()
+    assert (first.status, second.status) == (200, 200)
+
+
+async def test_pipelined_unfinished_head_is_closed_after_the_response(serve: Serve) -> None:
+    """Part of a next request that arrives while one is handled gets the header timeout once
+    that response is sent: the response arrives whole, then 408."""
+    port = await serve(request_headers_timeout=HEAD_TIMEOUT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /demo/slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+    # Only once the first request is being handled, so the two never arrive in one read.
+    await asyncio.wait_for(serve.app[SLOW_STARTED].wait(), PATIENCE)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    first = await read_answer(reader)
+    assert (first.status, first.body) == (200, b"hi")
+    await assert_timed_out(reader)
+    writer.close()
+
+
+async def test_unfinished_head_on_kept_alive_connection_is_closed(serve: Serve) -> None:
+    """On a kept-alive connection the timer starts with the next request's first byte: a request
+    begun after an idle spell and never finished gets 408."""
+    port = await serve(request_headers_timeout=HEAD_TIMEOUT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_answer(reader)).status == 200
+    await asyncio.sleep(OUTWAIT)
+    writer.write(b"GET /health HTTP/1.1\r\nHo")
+    await assert_timed_out(reader)
+    writer.close()
