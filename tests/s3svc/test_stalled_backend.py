@@ -1,0 +1,78 @@
+"""A backend that acts but answers too late (issue 13, item 2): botocore's read timeout fires,
+it retries, and S3 has done the work twice. Nothing may stay open, and every 2xx is intact.
+
+The fault proxy forwards each call to moto at once and holds moto's answer past the client's
+read timeout, which is what a frozen-then-thawed S3 looks like to the service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from s3svc.app import create_app
+from s3svc.config import MIB, S3Settings
+from tests.conftest import open_uploads, stored_keys, through
+from tests.faultproxy import Call, Fault, fault_proxy
+
+READ_TIMEOUT = 1.0
+
+
+def hold_first(operation: str) -> Callable[[Call], Fault | None]:
+    """Hold the answer of the first call of each upload's ``operation`` past the read timeout."""
+    seen: set[str] = set()
+
+    def rule(call: Call) -> Fault | None:
+        if call.s3_operation != operation or call.path in seen:
+            return None
+        seen.add(call.path)
+        return Fault(hold=READ_TIMEOUT * 3)
+
+    return rule
+
+
+@pytest.mark.parametrize(
+    ("operation", "size"),
+    [
+        ("CreateMultipartUpload", 12 * MIB),
+        ("CompleteMultipartUpload", 12 * MIB),
+        ("PutObject", 1000),
+    ],
+)
+async def test_answers_held_past_the_read_timeout_leave_nothing_open(
+    make_s3_settings: Callable[..., S3Settings],
+    aiohttp_client: Callable[..., Any],
+    moto_url: str,
+    s3: Any,
+    bucket: str,
+    operation: str,
+    size: int,
+) -> None:
+    """Four concurrent uploads whose first ``operation`` S3 performs but answers late: all
+    answer 201, every object holds its bytes, and no multipart upload is left open (before, a
+    retried create left the first upload open)."""
+    async with fault_proxy(moto_url, hold_first(operation)) as proxy:
+        settings = through(make_s3_settings(), proxy.url, read_timeout=READ_TIMEOUT)
+        client = await aiohttp_client(create_app(settings))
+        payloads = [os.urandom(size) for _ in range(4)]
+
+        async def send(data: bytes) -> dict[str, Any]:
+            form = aiohttp.FormData()
+            form.add_field("file", data, filename="f.bin")
+            resp = await client.post("/s3/upload", data=form)
+            body: dict[str, Any] = await resp.json()
+            assert resp.status == 201, body
+            return body
+
+        answers = await asyncio.gather(*(send(p) for p in payloads))
+    assert await open_uploads(s3, bucket) == []
+    keys = [a["files"][0]["key"] for a in answers]
+    assert sorted(keys) == sorted(await stored_keys(s3, bucket))
+    for key, data in zip(keys, payloads, strict=True):
+        obj = await s3.get_object(Bucket=bucket, Key=key)
+        async with obj["Body"] as body:
+            assert await body.read() == data
