@@ -215,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                 {"BUCKET_NAME": made["bucket"], "DOWNLOAD_URL_SECONDS": DOWNLOAD_URL_SECONDS},
             ),
             ("sqssvc", "sqssvc", args.sqs_port, {"QUEUE_URL": made["queue_url"]}),
-            ("sqsfifo", "sqssvc", args.sqs_fifo_port, {"QUEUE_URL": made["fifo_queue_url"]}),
+            (
+                "sqsfifo",
+                "sqssvc",
+                args.sqs_fifo_port,
+                # compose_init creates the FIFO queue with content-based deduplication.
+                {"QUEUE_URL": made["fifo_queue_url"], "SQS_CONTENT_DEDUPLICATION": "true"},
+            ),
         ]
         for label, module, port, extra in services:
             child = start(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from common.app import ProbeCache, create_base_app
 from common.appkeys import SHUTTING_DOWN
+from common.auth import caller
 from common.aws import aws_error_code, client_ctx
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import CircuitOpen, NotConfigured, ServiceError, Unavailable
@@ -23,9 +25,9 @@ from common.metrics import add_metric
 from common.responses import REQUEST_ID, json_response
 from sqssvc.batcher import Batcher, BatcherConfig, SendResult
 from sqssvc.config import SqsSettings
-from sqssvc.messages import Limits, parse_batch, parse_message
+from sqssvc.messages import Limits, OutgoingMessage, parse_batch, parse_message
 from sqssvc.openapi import spec
-from sqssvc.reading import read_json
+from sqssvc.reading import idempotency_key, no_idempotency_header, read_json
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
     from types_aiobotocore_sqs import SQSClient
@@ -51,7 +53,13 @@ def _limits(settings: SqsSettings) -> Limits:
         fifo=settings.fifo,
         max_message_bytes=settings.max_message_bytes,
         max_batch_messages=settings.max_batch_messages,
+        content_deduplication=settings.content_deduplication,
     )
+
+
+def _stable_id(message: OutgoingMessage) -> dict[str, str]:
+    """The answer's ``dedup_id``: what every stored copy of the message carries."""
+    return {} if message.dedup_id is None else {"dedup_id": message.dedup_id}
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -73,12 +81,17 @@ async def send(request: web.Request) -> web.Response:
     """Send one message; 200 with SQS's message id once SQS stored it."""
     batcher = _batcher(request)
     settings = request.app[SQS_SETTINGS]
-    message = parse_message(await _read_json(request), _limits(settings))
+    key = idempotency_key(request)
+    message = parse_message(
+        await _read_json(request), _limits(settings), key=key, scope=caller(request)
+    )
     structlog.contextvars.bind_contextvars(queue=settings.queue_url)
     result = await batcher.send(message)
     structlog.contextvars.bind_contextvars(message_id=result.message_id)
     add_metric(request, "MessagesSent", 1)
-    return json_response(result.as_json() | {"request_id": request[REQUEST_ID]})
+    return json_response(
+        result.as_json() | _stable_id(message) | {"request_id": request[REQUEST_ID]}
+    )
 
 
 def none_sent(
@@ -111,14 +124,17 @@ async def send_batch(request: web.Request) -> web.Response:
     """
     batcher = _batcher(request)
     settings = request.app[SQS_SETTINGS]
-    messages = parse_batch(await _read_json(request), _limits(settings))
+    no_idempotency_header(request)
+    messages = parse_batch(await _read_json(request), _limits(settings), caller(request))
     structlog.contextvars.bind_contextvars(queue=settings.queue_url)
     outcomes = await asyncio.gather(*batcher.submit(messages), return_exceptions=True)
     results: list[dict[str, Any]] = []
     errors: list[ServiceError] = []
-    for index, outcome in enumerate(outcomes):
+    for index, (message, outcome) in enumerate(zip(messages, outcomes, strict=True)):
         if isinstance(outcome, SendResult):
-            results.append({"index": index, "status": 200} | outcome.as_json())
+            results.append(
+                {"index": index, "status": 200} | outcome.as_json() | _stable_id(message)
+            )
         elif isinstance(outcome, ServiceError):
             errors.append(outcome)
             results.append(
@@ -129,6 +145,8 @@ async def send_batch(request: web.Request) -> web.Response:
                     "message": outcome.message,
                 }
                 | outcome.details
+                # A 5xx may or may not have stored it: a copy would carry this id.
+                | _stable_id(message)
             )
         else:
             raise outcome
@@ -201,7 +219,9 @@ def create_app(settings: SqsSettings) -> web.Application:
     )
     queue_url = settings.queue_url
     if queue_url is not None:
-        app.cleanup_ctx.append(client_ctx("sqs", aws, SQS_CLIENT, breaker))
+        # SQS's own read timeout (docs/design.md, "Copies, idempotency keys and timeouts").
+        sqs_aws = replace(aws, read_timeout=settings.read_timeout)
+        app.cleanup_ctx.append(client_ctx("sqs", sqs_aws, SQS_CLIENT, breaker))
 
         async def batcher_ctx(app: web.Application) -> AsyncIterator[None]:
             batcher = Batcher(app[SQS_CLIENT], queue_url, BatcherConfig.from_settings(settings))

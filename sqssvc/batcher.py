@@ -20,6 +20,10 @@ entries go back to the front, ahead of later messages of their group.
 
 Bounded: ``max_pending`` messages / ``max_pending_bytes`` waiting (including retries); beyond that
 ``submit`` raises 503 ``overloaded`` with ``Retry-After``. ``close`` stops accepting and drains.
+
+Every send of a message, botocore's resends and ours alike, carries the same entry: its stable id
+(the ``dedup_id`` attribute, or the FIFO ``MessageDeduplicationId``) was fixed when the request
+was parsed, so a resend after a timeout is deduplicated by SQS (FIFO) or recognisable (standard).
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ Every variable, its default and meaning:
   message itself).
 - ``SQS_DRAIN_SECONDS`` (4): at shutdown, after in-flight requests finished, how long to wait for
   batches still being sent.
+- ``SQS_READ_TIMEOUT`` (15, 1-120): seconds the SQS client waits for an answer (instead of
+  ``AWS_READ_TIMEOUT``). A read timeout is resent by botocore and may store a copy, so it sits far
+  above a healthy ``SendMessageBatch``; ``AWS_MAX_ATTEMPTS`` of them bound a caller's wait
+  (docs/design.md, "Copies, idempotency keys and timeouts").
+- ``SQS_CONTENT_DEDUPLICATION`` (false): the FIFO queue has content-based deduplication, so a
+  message without an idempotency key or ``deduplication_id`` goes without a deduplication id;
+  false: sqssvc gives it a random one. Refused for a standard ``QUEUE_URL``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ ENV_MAX_MESSAGE_BYTES = "SQS_MAX_MESSAGE_BYTES"
 ENV_MAX_BATCH_MESSAGES = "MAX_BATCH_MESSAGES"
 ENV_MAX_REQUEST_BYTES = "MAX_REQUEST_BYTES"
 ENV_DRAIN = "SQS_DRAIN_SECONDS"
+ENV_READ_TIMEOUT = "SQS_READ_TIMEOUT"
+ENV_CONTENT_DEDUP = "SQS_CONTENT_DEDUPLICATION"
 
 # SQS's own limits: 10 entries per batch call, 1 MiB per message and per batch call.
 SQS_BATCH_LIMIT = 10
@@ -72,6 +81,8 @@ class SqsSettings:
     max_batch_messages: int = 100
     max_request_bytes: int = 16 * MIB
     drain_seconds: float = 4.0
+    read_timeout: float = 15.0
+    content_deduplication: bool = False
 
     @property
     def fifo(self) -> bool:
@@ -154,6 +165,17 @@ class SqsSettings:
             )
         if retry_cap < retry_base:
             env.errors.append(f"{ENV_RETRY_MAX}={retry_cap} is smaller than {ENV_RETRY_BASE}")
+        content_deduplication = env.flag(
+            ENV_CONTENT_DEDUP,
+            d.content_deduplication,
+            doc="the FIFO queue deduplicates by content: a message without an idempotency key or "
+            "deduplication_id is sent without a deduplication id (false: sqssvc makes one)",
+        )
+        if content_deduplication and queue_url is not None and not queue_url.endswith(".fifo"):
+            env.errors.append(
+                f"{ENV_CONTENT_DEDUP}=true applies only to a FIFO queue; {ENV_QUEUE_URL} names a "
+                "standard queue"
+            )
         return cls(
             common=common,
             queue_url=queue_url,
@@ -198,4 +220,14 @@ class SqsSettings:
                 hi=600.0,
                 doc="seconds at shutdown for batches still being sent, after requests finished",
             ),
+            read_timeout=env.number(
+                ENV_READ_TIMEOUT,
+                d.read_timeout,
+                lo=1.0,
+                hi=120.0,
+                doc="seconds the SQS client waits for an answer (replaces AWS_READ_TIMEOUT for "
+                "SQS); each timeout is resent, so keep it well above SendMessageBatch's latency "
+                "and AWS_MAX_ATTEMPTS times it below the load balancer's idle timeout",
+            ),
+            content_deduplication=content_deduplication,
         )

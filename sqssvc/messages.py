@@ -11,6 +11,11 @@ doubles): integers keep every digit; decimals are doubles, re-serialised in shor
 Attributes map a name to a string (``String``), a number (``Number``) or an object
 ``{"type": "String|Number|Binary[.label]", "value": ...}`` where a Binary value is base64.
 
+Every message also gets an id that stays the same however often it is sent (botocore's retries,
+the batcher's): the scoped digest of the caller's idempotency key, or a random id. On a standard
+queue it travels as the ``dedup_id`` String attribute (at-least-once: consumers drop copies by
+it), which takes one of the 10 attribute slots and counts in the size; on a FIFO queue it is the
+``MessageDeduplicationId`` (a ``deduplication_id`` of the caller wins), so SQS stores one copy.
 Reading the request (media type, body size, headers) is the web layer's job (``sqssvc.reading``).
 """
 
@@ -21,13 +26,18 @@ import binascii
 import json
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from common.errors import BadRequest, PayloadTooLarge, ServiceError, Unprocessable
+from common.idempotency import KEY_PATTERN, scoped_digest
 
 FIELDS = frozenset({"message", "attributes", "delay_seconds", "group_id", "deduplication_id"})
+# A /send-batch item also carries its own idempotency key (/send takes it as a header).
+ITEM_KEY = "idempotency_key"
+ITEM_FIELDS = FIELDS | {ITEM_KEY}
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
     from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
@@ -36,6 +46,9 @@ MAX_DELAY_SECONDS = 900
 MAX_ATTRIBUTE_NAME = 256
 MAX_ATTRIBUTE_TYPE = 256
 MAX_ID_LENGTH = 128
+# The String attribute that carries each message's stable id on a standard queue; reserved.
+DEDUP_ATTRIBUTE = "dedup_id"
+DEDUP_TYPE = "String"
 
 # Characters SQS accepts in a message (and a String attribute): #x9 #xA #xD #x20-#xD7FF
 # #xE000-#xFFFD #x10000-#x10FFFF. Anything else (NUL, other C0 controls, lone surrogates,
@@ -57,6 +70,7 @@ ID_PATTERN = rf"[!-~]{{1,{MAX_ID_LENGTH}}}"
 _ATTR_NAME = re.compile(rf"^{ATTR_NAME_PATTERN}\Z")
 _ATTR_TYPE = re.compile(rf"^{ATTR_TYPE_PATTERN}\Z")
 _ID = re.compile(rf"^{ID_PATTERN}\Z")
+_KEY = re.compile(rf"^{KEY_PATTERN}\Z")
 # A Number attribute's text: ASCII digits in decimal or exponent notation. Decimal() alone would
 # also take "1_000", non-ASCII digits and "Infinity", which SQS refuses.
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
@@ -71,13 +85,24 @@ class OutgoingMessage:
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     delay_seconds: int | None = None
     group_id: str | None = None
-    deduplication_id: str | None = None
+    deduplication_id: str | None = None  # FIFO: the MessageDeduplicationId
+    id_attribute: str | None = None  # standard: the dedup_id attribute's value
+
+    @property
+    def dedup_id(self) -> str | None:
+        """The id every stored copy of this message carries (None: a FIFO queue deduplicates
+        it by content)."""
+        return self.deduplication_id or self.id_attribute
 
     def entry(self, entry_id: str) -> SendMessageBatchRequestEntryTypeDef:
         """This message as a ``SendMessageBatchRequestEntry``."""
         out: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": self.body}
-        if self.attributes:
-            out["MessageAttributes"] = self.attributes  # type: ignore[typeddict-item]  # shape validated by parse_message
+        attributes = self.attributes
+        if self.id_attribute is not None:
+            ours = {"DataType": DEDUP_TYPE, "StringValue": self.id_attribute}
+            attributes = attributes | {DEDUP_ATTRIBUTE: ours}
+        if attributes:
+            out["MessageAttributes"] = attributes  # type: ignore[typeddict-item]  # shape validated by parse_message
         if self.delay_seconds is not None:
             out["DelaySeconds"] = self.delay_seconds
         if self.group_id is not None:
@@ -94,6 +119,9 @@ class Limits:
     fifo: bool
     max_message_bytes: int
     max_batch_messages: int
+    # FIFO: the queue deduplicates by content, so a message without a key or deduplication_id
+    # is sent without a MessageDeduplicationId (SQS hashes the body) instead of a random one.
+    content_deduplication: bool = False
 
 
 def _invalid(code: str, message: str, where: str) -> Unprocessable:
@@ -131,6 +159,12 @@ def parse_json(raw: bytes) -> Any:
             else ""
         )
         raise BadRequest(f"body is not valid JSON: {reason}{where}", code="invalid_json") from exc
+
+
+def new_dedup_id() -> str:
+    """A random id for a message sent without an idempotency key (64 hex digits, like a keyed
+    one, so the dedup_id attribute's size does not depend on which it is)."""
+    return secrets.token_hex(32)
 
 
 def _check_characters(text: str, what: str, where: str) -> None:
@@ -245,21 +279,31 @@ def _attribute_name(name: str, where: str) -> None:
         )
 
 
-def _attributes(raw: Any, where: str) -> tuple[dict[str, dict[str, Any]], int]:
+def _attributes(raw: Any, where: str, slots: int) -> tuple[dict[str, dict[str, Any]], int]:
+    """The caller's attributes and their size; ``slots`` is how many the caller may use."""
     if raw is None:
         return {}, 0
     if not isinstance(raw, dict):
         raise _invalid("invalid_attributes", "attributes must be an object of name -> value", where)
-    if len(raw) > MAX_ATTRIBUTES:
+    if len(raw) > slots:
+        ours = "" if slots == MAX_ATTRIBUTES else f", one of them {DEDUP_ATTRIBUTE} (added by us)"
         raise _invalid(
             "too_many_attributes",
-            f"{len(raw)} attributes given; SQS allows at most {MAX_ATTRIBUTES}",
+            f"{len(raw)} attributes given; at most {slots} are allowed (SQS allows "
+            f"{MAX_ATTRIBUTES}{ours})",
             where,
         )
     out: dict[str, dict[str, Any]] = {}
     size = 0
     for name, value in raw.items():
         at = f"{where}.{name}"
+        if name == DEDUP_ATTRIBUTE:
+            raise _invalid(
+                "reserved_attribute_name",
+                f"attribute name {DEDUP_ATTRIBUTE!r} is reserved: the service sets it to the "
+                "message's stable id",
+                at,
+            )
         _attribute_name(name, at)
         out[name], n = _attribute(name, value, at)
         size += len(name.encode()) + n
@@ -276,31 +320,68 @@ def _identifier(value: Any, code: str, label: str, where: str) -> str:
     return value
 
 
-def parse_message(obj: Any, limits: Limits, prefix: str = "") -> OutgoingMessage:
-    """Validate one message object (the ``/send`` body or one ``/send-batch`` item)."""
+def _item_key(value: Any, where: str) -> str:
+    """A ``/send-batch`` item's ``idempotency_key``: the Idempotency-Key header's rule."""
+    if not isinstance(value, str) or not _KEY.match(value):
+        raise BadRequest(
+            f"{ITEM_KEY} must be 1 to 255 printable ASCII characters",
+            code="invalid_idempotency_key",
+            details={"field": where},
+        )
+    return value
+
+
+def parse_message(
+    obj: Any,
+    limits: Limits,
+    prefix: str = "",
+    *,
+    key: str | None = None,
+    scope: str = "",
+    item: bool = False,
+) -> OutgoingMessage:
+    """Validate one message object and give it its stable id (see the module's docstring).
+
+    ``obj`` is the ``/send`` body, whose idempotency key (the header's) is ``key``, or, with
+    ``item``, one ``/send-batch`` item, which may carry its own ``idempotency_key``. ``scope`` is
+    the caller's (``common.auth.caller``): equal keys of two callers are different keys.
+    """
     if not isinstance(obj, dict):
         raise _invalid(
             "invalid_request", 'expected a JSON object with a "message" field', prefix or "$"
         )
-    unknown = sorted(set(obj) - FIELDS)
+    allowed = ITEM_FIELDS if item else FIELDS
+    unknown = sorted(set(obj) - allowed)
     if unknown:
         raise _invalid(
             "unknown_field",
             f"unknown field(s) {', '.join(map(repr, unknown[:5]))}; allowed: "
-            + ", ".join(sorted(FIELDS)),
+            + ", ".join(sorted(allowed)),
             prefix + unknown[0],
         )
+    if item and obj.get(ITEM_KEY) is not None:
+        key = _item_key(obj[ITEM_KEY], prefix + ITEM_KEY)
     if obj.get("message") is None:
         raise _invalid("missing_message", 'the "message" field is required', prefix + "message")
     body = _body(obj["message"])
     if not body:
         raise _invalid("empty_message", "the message must not be empty", prefix + "message")
     _check_characters(body, "the message", prefix + "message")
-    attributes, attr_size = _attributes(obj.get("attributes"), prefix + "attributes")
+    # A standard queue's messages carry dedup_id, which takes one of SQS's attribute slots.
+    slots = MAX_ATTRIBUTES if limits.fifo else MAX_ATTRIBUTES - 1
+    attributes, attr_size = _attributes(obj.get("attributes"), prefix + "attributes", slots)
+    stable = scoped_digest(key, scope) if key is not None else None
+    id_attribute = None
+    ours = ""
+    if not limits.fifo:
+        id_attribute = stable or new_dedup_id()
+        extra = len(DEDUP_ATTRIBUTE) + len(DEDUP_TYPE) + len(id_attribute)
+        attr_size += extra
+        ours = f", the {extra}-byte {DEDUP_ATTRIBUTE} attribute included"
     size = len(body.encode()) + attr_size
     if size > limits.max_message_bytes:
         raise PayloadTooLarge(
-            f"message is {size} bytes (UTF-8 body plus attributes); the limit is "
+            f"message is {size} bytes (UTF-8 body plus attributes{ours}); the limit is "
             f"{limits.max_message_bytes}",
             code="message_too_large",
             details={"field": prefix + "message"},
@@ -341,6 +422,13 @@ def parse_message(obj: Any, limits: Limits, prefix: str = "") -> OutgoingMessage
         dedup = _identifier(
             dedup, "invalid_deduplication_id", "deduplication_id", prefix + "deduplication_id"
         )
+    if limits.fifo:
+        # The caller's deduplication_id wins, then the key's digest; without either, a random
+        # id unless the queue deduplicates by content. Every resend carries the same one.
+        if dedup is None and stable is None and not limits.content_deduplication:
+            stable = new_dedup_id()
+        if dedup is None:
+            dedup = stable
     return OutgoingMessage(
         body=body,
         size=size,
@@ -348,11 +436,16 @@ def parse_message(obj: Any, limits: Limits, prefix: str = "") -> OutgoingMessage
         delay_seconds=delay,
         group_id=group_id,
         deduplication_id=dedup,
+        id_attribute=id_attribute,
     )
 
 
-def parse_batch(obj: Any, limits: Limits) -> list[OutgoingMessage]:
-    """Validate a ``/send-batch`` body; every invalid item is reported, none is sent."""
+def parse_batch(obj: Any, limits: Limits, scope: str = "") -> list[OutgoingMessage]:
+    """Validate a ``/send-batch`` body; every invalid item is reported, none is sent.
+
+    Each item may carry its own ``idempotency_key`` (scoped by ``scope``, as for ``/send``); two
+    items of one request with the same key are refused, as one of them would be dropped.
+    """
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
         raise _invalid(
             "invalid_request", 'expected a JSON object with a "messages" array', "messages"
@@ -373,9 +466,20 @@ def parse_batch(obj: Any, limits: Limits) -> list[OutgoingMessage]:
         )
     out: list[OutgoingMessage] = []
     errors: list[dict[str, Any]] = []
+    keys: set[str] = set()
     for i, item in enumerate(items):
+        prefix = f"messages[{i}]."
         try:
-            out.append(parse_message(item, limits, prefix=f"messages[{i}]."))
+            out.append(parse_message(item, limits, prefix, scope=scope, item=True))
+            key = item.get(ITEM_KEY)  # a valid key or None: parse_message checked it
+            if key in keys:
+                raise _invalid(
+                    "duplicate_idempotency_key",
+                    f"an earlier item of this request has the same {ITEM_KEY}",
+                    prefix + ITEM_KEY,
+                )
+            if key is not None:
+                keys.add(key)
         except ServiceError as exc:
             errors.append(
                 {"index": i, "status": exc.status, "error": exc.code, "message": exc.message}

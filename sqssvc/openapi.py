@@ -5,13 +5,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from common.idempotency import HEADER, KEY_PATTERN
 from common.openapi import document, error_responses, json_content
 from sqssvc.config import SqsSettings
 from sqssvc.messages import (
     ATTR_NAME_PATTERN,
     ATTR_TYPE_PATTERN,
+    DEDUP_ATTRIBUTE,
     FORBIDDEN_RANGES,
     ID_PATTERN,
+    ITEM_KEY,
     MAX_ATTRIBUTES,
     MAX_DELAY_SECONDS,
 )
@@ -26,6 +29,7 @@ SQS_TEXT = (
     + "]+$"
 )
 SQS_ID = f"^{ID_PATTERN}$"
+IDEMPOTENCY_KEY = f"^{KEY_PATTERN}$"
 
 ATTRIBUTE = {
     "oneOf": [
@@ -66,8 +70,12 @@ MESSAGE: dict[str, Any] = {
         "attributes": {
             "type": ["object", "null"],
             "maxProperties": MAX_ATTRIBUTES,
-            "propertyNames": {"pattern": f"^{ATTR_NAME_PATTERN}$"},
+            "propertyNames": {
+                "pattern": f"^{ATTR_NAME_PATTERN}$",
+                "not": {"const": DEDUP_ATTRIBUTE},
+            },
             "additionalProperties": {"$ref": "#/components/schemas/Attribute"},
+            "description": f"{DEDUP_ATTRIBUTE} is reserved",
         },
         "delay_seconds": {
             "type": ["integer", "null"],
@@ -83,10 +91,24 @@ MESSAGE: dict[str, Any] = {
         "deduplication_id": {
             "type": ["string", "null"],
             "pattern": SQS_ID,
-            "description": "FIFO only",
+            "description": "FIFO only; wins over the idempotency key",
         },
     },
     "additionalProperties": False,
+}
+
+# A /send-batch item: a message with its own idempotency key (/send takes the header).
+ITEM_KEY_SCHEMA = {
+    "type": ["string", "null"],
+    "pattern": IDEMPOTENCY_KEY,
+    "description": f"this message's idempotency key, as the {HEADER} header of /send",
+}
+
+DEDUP_ID = {
+    "type": "string",
+    "description": f"the id every stored copy carries: the {DEDUP_ATTRIBUTE} attribute "
+    "(standard queue) or the MessageDeduplicationId (FIFO; absent when the queue deduplicates "
+    "by content and none was given)",
 }
 
 SENT = {
@@ -97,6 +119,7 @@ SENT = {
         "md5_of_body": {"type": "string"},
         "md5_of_message_attributes": {"type": "string"},
         "sequence_number": {"type": "string", "description": "FIFO queues"},
+        "dedup_id": DEDUP_ID,
         "request_id": {"type": "string"},
     },
 }
@@ -114,6 +137,7 @@ BATCH_RESULT = {
                     "index": {"type": "integer"},
                     "status": {"type": "integer"},
                     "message_id": {"type": "string"},
+                    "dedup_id": DEDUP_ID,
                     "error": {"type": "string"},
                     "message": {"type": "string"},
                 },
@@ -145,13 +169,34 @@ def spec(settings: SqsSettings) -> dict[str, Any]:
         props["group_id"]["type"] = "string"
     else:
         del props["deduplication_id"]
+        # dedup_id takes one of SQS's attribute slots.
+        props["attributes"]["maxProperties"] = MAX_ATTRIBUTES - 1
+    item = copy.deepcopy(message)
+    item["properties"][ITEM_KEY] = ITEM_KEY_SCHEMA
     doc["components"]["schemas"].update(
-        {"Attribute": ATTRIBUTE, "Message": message, "Sent": SENT, "BatchResult": BATCH_RESULT}
+        {
+            "Attribute": ATTRIBUTE,
+            "Message": message,
+            "BatchItem": item,
+            "Sent": SENT,
+            "BatchResult": BATCH_RESULT,
+        }
     )
     errors = error_responses(400, 401, 413, 415, 422, 502, 503)
     doc["paths"][f"{base}/send"] = {
         "post": {
             "summary": "Send one message; 200 only once SQS stored it",
+            "parameters": [
+                {
+                    "name": HEADER,
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY},
+                    "description": "IETF httpapi draft: a retry with the same key (per API key) "
+                    "is stored once on a FIFO queue (SQS's 5-minute deduplication window) and "
+                    f"carries the same {DEDUP_ATTRIBUTE} attribute on a standard queue",
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": json_content({"$ref": "#/components/schemas/Message"}),
@@ -179,7 +224,7 @@ def spec(settings: SqsSettings) -> dict[str, Any]:
                                 "type": "array",
                                 "minItems": 1,
                                 "maxItems": settings.max_batch_messages,
-                                "items": {"$ref": "#/components/schemas/Message"},
+                                "items": {"$ref": "#/components/schemas/BatchItem"},
                             }
                         },
                         "additionalProperties": False,

@@ -1,5 +1,5 @@
 """What sqssvc reads from a request before the domain code sees it: the JSON body (media type,
-size limit, idle timeout).
+size limit, idle timeout) and the ``Idempotency-Key`` header.
 
 The web layer's half of ``/send`` and ``/send-batch``; ``sqssvc.messages`` parses and checks
 what this module hands it and never sees a request.
@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from common.bodies import read_body
-from common.errors import UnsupportedMediaType
+from common.errors import BadRequest, UnsupportedMediaType
+from common.idempotency import HEADER, parse_key
 from sqssvc.messages import parse_json
 
 _JSON_TYPES = ("application/json",)
@@ -34,3 +35,22 @@ async def read_json(request: web.Request, limit: int, idle_timeout: float) -> An
         )
     raw = await read_body(request.content, request.content_length, limit, idle_timeout)
     return parse_json(raw)
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The ``Idempotency-Key`` header's key, or None without one; 400 when it is sent more than
+    once or is not 1-255 printable ASCII characters."""
+    values = request.headers.getall(HEADER, [])
+    if len(values) > 1:
+        raise BadRequest(f"{HEADER} was sent {len(values)} times", code="invalid_idempotency_key")
+    return parse_key(values[0] if values else None)
+
+
+def no_idempotency_header(request: web.Request) -> None:
+    """400 when a ``/send-batch`` request carries the header: its keys go in the items, and a
+    header silently ignored would leave the caller believing its retry is safe."""
+    if HEADER in request.headers:
+        raise BadRequest(
+            f"/send-batch takes an idempotency_key in each message, not the {HEADER} header",
+            code="idempotency_key_not_allowed",
+        )

@@ -22,6 +22,7 @@ def test_defaults() -> None:
     assert (s.common.port, s.common.base_path, s.common.service) == (8081, "/sqs", "sqssvc")
     assert (s.max_batch, s.max_in_flight, s.max_pending, s.max_batch_messages) == (10, 4, 1000, 100)
     assert s.max_message_bytes == MIB
+    assert (s.read_timeout, s.content_deduplication) == (15.0, False)
 
 
 def test_every_variable_is_read() -> None:
@@ -40,6 +41,8 @@ def test_every_variable_is_read() -> None:
             "MAX_BATCH_MESSAGES": "50",
             "MAX_REQUEST_BYTES": "8MiB",
             "SQS_DRAIN_SECONDS": "2",
+            "SQS_READ_TIMEOUT": "30",
+            "SQS_CONTENT_DEDUPLICATION": "true",
             "PORT": "9000",
             "BASE_PATH": "/queue",
         }
@@ -58,6 +61,7 @@ def test_every_variable_is_read() -> None:
         8 * MIB,
     )
     assert s.drain_seconds == 2.0
+    assert (s.read_timeout, s.content_deduplication) == (30.0, True)
     assert (s.common.port, s.common.base_path) == (9000, "/queue")
 
 
@@ -84,6 +88,15 @@ def test_all_errors_reported_at_once() -> None:
     ):
         assert name in text
     assert len(info.value.errors) == 5
+
+
+def test_content_deduplication_needs_a_fifo_queue() -> None:
+    """SQS_CONTENT_DEDUPLICATION=true with a standard QUEUE_URL is refused at start (no standard
+    queue deduplicates); without QUEUE_URL (local-safe mode) it is accepted."""
+    with pytest.raises(ConfigError) as info:
+        SqsSettings.from_env({"QUEUE_URL": URL, "SQS_CONTENT_DEDUPLICATION": "true"})
+    assert "SQS_CONTENT_DEDUPLICATION" in str(info.value)
+    assert SqsSettings.from_env({"SQS_CONTENT_DEDUPLICATION": "true"}).content_deduplication
 
 
 def test_bad_config_exits_2_naming_the_variable() -> None:

@@ -67,8 +67,8 @@ async def test_stalled_backend_ends_within_timeout(
 ) -> None:
     """SQS never answering: the send ends with a JSON 503 after the read timeout, no hang."""
     async with fault_proxy(moto_url, lambda call: Fault(stall=True)) as proxy:
-        aws = replace(aws_settings, endpoint_url=proxy.url, read_timeout=1.0, max_attempts=1)
-        client = await make_client(queue_url, aws=aws)
+        aws = replace(aws_settings, endpoint_url=proxy.url, max_attempts=1)
+        client = await make_client(queue_url, aws=aws, read_timeout=1.0)  # SQS_READ_TIMEOUT
         resp = await asyncio.wait_for(client.post("/sqs/send", json={"message": "x"}), 60)
         assert resp.status == 503
         assert (await resp.json())["error"] == "backend_unavailable"

@@ -119,10 +119,12 @@ async def test_send_batch_partial_failure_is_207(
     """Entries SQS refuses get their own error, the rest are stored: 207, never a silent success.
 
     A FIFO queue without content-based deduplication refuses messages lacking a deduplication
-    id (moto refuses the whole call; the batcher resends each entry alone to isolate them).
+    id (moto refuses the whole call; the batcher resends each entry alone to isolate them). The
+    service is told the queue has it (SQS_CONTENT_DEDUPLICATION), so it sends such messages
+    without one.
     """
     url = await make_queue(fifo=True)
-    client = await make_client(url)
+    client = await make_client(url, content_deduplication=True)
     messages = [
         {"message": "one", "group_id": "g", "deduplication_id": "d1"},
         {"message": "two", "group_id": "g"},
@@ -268,8 +270,11 @@ async def test_ready_against_moto(
 async def test_sqs_refusing_a_send_is_4xx_with_its_code(
     make_client: MakeClient, make_queue: QueueFactory
 ) -> None:
-    """/send of a message SQS refuses (FIFO, no deduplication id) is 422 with SQS's code."""
-    client = await make_client(await make_queue(fifo=True))
+    """/send of a message SQS refuses (FIFO, no deduplication id) is 422 with SQS's code.
+
+    (SQS_CONTENT_DEDUPLICATION=true wrongly claims the queue deduplicates by content.)
+    """
+    client = await make_client(await make_queue(fifo=True), content_deduplication=True)
     resp = await client.post("/sqs/send", json={"message": "x", "group_id": "g"})
     assert resp.status == 422
     body = await resp.json()
@@ -278,7 +283,7 @@ async def test_sqs_refusing_a_send_is_4xx_with_its_code(
 
 async def test_large_utf8_message_round_trips(client: Client, sqs: Any, queue_url: str) -> None:
     """A body just under 1 MiB in UTF-8 bytes (fewer characters) is accepted and stored intact."""
-    body = "€" * ((1024**2 - 10) // 3)  # 3 bytes each
+    body = "€" * ((1024**2 - 100) // 3)  # 3 bytes each; the dedup_id attribute takes 78
     resp = await client.post(
         "/sqs/send",
         data=json.dumps({"message": body}),

@@ -60,6 +60,24 @@ STANDARD_CASES: list[tuple[str, Any, int, str]] = [
         "invalid_characters",
     ),
     ("11 attributes", {"message": "x", "attributes": attrs(11)}, 422, "too_many_attributes"),
+    (
+        "10 attributes (dedup_id takes a slot)",
+        {"message": "x", "attributes": attrs(10)},
+        422,
+        "too_many_attributes",
+    ),
+    (
+        "reserved dedup_id",
+        {"message": "x", "attributes": {"dedup_id": "v"}},
+        422,
+        "reserved_attribute_name",
+    ),
+    (
+        "idempotency_key in a /send body (it is a header)",
+        {"message": "x", "idempotency_key": "k"},
+        422,
+        "unknown_field",
+    ),
     ("attributes not an object", {"message": "x", "attributes": ["a"]}, 422, "invalid_attributes"),
     (
         "name AWS.",
@@ -357,9 +375,14 @@ async def test_send_batch_with_invalid_items_sends_nothing(
     assert await drain(sqs, queue_url) == []
 
 
+# The dedup_id attribute of a standard queue's message: name, type and 64 hex digits.
+DEDUP_BYTES = len("dedup_id") + len("String") + 64
+
+
 def test_size_counts_utf8_bytes_of_body_and_attributes() -> None:
-    """Size = UTF-8 body + each attribute's name, type and value (Binary: decoded bytes)."""
-    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
+    """Size = UTF-8 body + each attribute's name, type and value (Binary: decoded bytes), ours
+    included (FIFO: none of ours)."""
+    limits = Limits(fifo=True, max_message_bytes=MIB, max_batch_messages=100)
     m = parse_message(
         {
             "message": "héllo",  # 6 bytes
@@ -368,18 +391,40 @@ def test_size_counts_utf8_bytes_of_body_and_attributes() -> None:
                 "s": {"type": "String.x", "value": "€"},  # 1 + 8 + 3
                 "b": {"type": "Binary", "value": base64.b64encode(b"1234").decode()},  # 1 + 6 + 4
             },
+            "group_id": "g",
         },
         limits,
     )
     assert m.size == 6 + (1 + 6 + 2) + (1 + 8 + 3) + (1 + 6 + 4)
+    standard = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
+    assert parse_message({"message": "héllo"}, standard).size == 6 + DEDUP_BYTES
+
+
+def test_dedup_attribute_counts_against_the_limits() -> None:
+    """On a standard queue dedup_id takes one of the 10 attribute slots and its bytes count
+    in the size; the name is reserved on any queue."""
+    standard = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
+    fifo = Limits(fifo=True, max_message_bytes=MIB, max_batch_messages=100)
+    assert len(parse_message({"message": "x", "attributes": attrs(9)}, standard).attributes) == 9
+    with pytest.raises(ServiceError) as refused:
+        parse_message({"message": "x", "attributes": attrs(10)}, standard)
+    assert refused.value.code == "too_many_attributes"
+    m = parse_message({"message": "x", "attributes": attrs(10), "group_id": "g"}, fifo)
+    assert len(m.attributes) == 10
+    for limits, extra in ((standard, {}), (fifo, {"group_id": "g"})):
+        with pytest.raises(ServiceError) as reserved:
+            parse_message({"message": "x", "attributes": {"dedup_id": "mine"}, **extra}, limits)
+        assert reserved.value.code == "reserved_attribute_name"
 
 
 def test_exactly_the_limit_is_accepted() -> None:
-    """A message of exactly SQS_MAX_MESSAGE_BYTES passes; one byte more does not."""
+    """A message of exactly SQS_MAX_MESSAGE_BYTES passes; one byte more does not (on a standard
+    queue the dedup_id attribute counts)."""
     limits = Limits(fifo=False, max_message_bytes=1000, max_batch_messages=100)
-    assert parse_message({"message": "x" * 1000}, limits).size == 1000
-    with pytest.raises(Exception, match="limit is 1000"):
-        parse_message({"message": "x" * 1001}, limits)
+    fits = 1000 - DEDUP_BYTES
+    assert parse_message({"message": "x" * fits}, limits).size == 1000
+    with pytest.raises(ServiceError, match="limit is 1000"):
+        parse_message({"message": "x" * (fits + 1)}, limits)
 
 
 def test_allowed_edge_characters_pass() -> None:
@@ -440,6 +485,7 @@ def _validator_accepts(payload: dict[str, Any], fifo: bool) -> bool:
         ("attribute name", "a..b"),
         ("attribute name", "x" * 256),
         ("attribute name", "x" * 257),
+        ("attribute name", "dedup_id"),
         ("attribute", ""),
         ("attribute", "ctl\x01"),
     ],
@@ -466,3 +512,26 @@ def test_openapi_patterns_agree_with_the_validator(field: str, value: str) -> No
         payload = {"message": "m", field: value}
     documented = jsonschema.Draft202012Validator(schema).is_valid(value)
     assert documented is _validator_accepts(payload, fifo=field == "group_id")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["k", "order 42/step-3", "~!x", "x" * 255, "", "x" * 256, "tab\there", "clé", "a\nb"],
+)
+def test_openapi_idempotency_key_agrees_with_the_validator(key: str) -> None:
+    """A /send-batch item's idempotency_key: the document's pattern (shared with the header's,
+    from common.idempotency) and the validator accept and refuse the same keys."""
+    import jsonschema
+
+    from sqssvc.openapi import ITEM_KEY_SCHEMA
+
+    documented = jsonschema.Draft202012Validator(ITEM_KEY_SCHEMA).is_valid(key)
+    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
+    refused: ServiceError | None = None
+    try:
+        parse_message({"message": "m", "idempotency_key": key}, limits, item=True)
+    except ServiceError as exc:
+        refused = exc
+    assert documented is (refused is None)
+    if refused is not None:
+        assert (refused.status, refused.code) == (400, "invalid_idempotency_key")
