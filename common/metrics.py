@@ -34,6 +34,13 @@ _VALUE, _UNIT = operator.itemgetter(0), operator.itemgetter(1)
 REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("metrics", dict)
 
 
+# Error codes an operator counts (and alarms on): the request's metric of that name is 1.
+COUNTED_ERRORS = {
+    "busy": "Busy",  # 503: upload memory stayed exhausted for UPLOAD_MEMORY_WAIT
+    "body_too_slow": "BodyTooSlow",  # 408: a body dripped below BODY_MIN_RATE
+}
+
+
 def add_metric(request: web.Request, name: str, value: float, unit: str = COUNT) -> None:
     """Attach a metric to this request's access line (summed if added twice)."""
     metrics = request.setdefault(REQUEST_METRICS, {})

@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler, Middleware
 from common.appkeys import ACCESS_LOG, IN_FLIGHT, SETTINGS, SHUTTING_DOWN
 from common.errors import ServiceError
 from common.logging import get_logger
-from common.metrics import REQUEST_METRICS, Metrics, request_metrics
+from common.metrics import COUNTED_ERRORS, REQUEST_METRICS, Metrics, add_metric, request_metrics
 from common.responses import (
     CLIENT_CLOSED,
     REQUEST_ID,
@@ -169,6 +169,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ServiceError as exc:
         structlog.contextvars.bind_contextvars(error=exc.code)
+        if (counted := COUNTED_ERRORS.get(exc.code)) is not None:
+            add_metric(request, counted, 1)
         if exc.status >= 500:
             log.warning("request_failed", error=exc.code, message=exc.message, status=exc.status)
         return error_response(

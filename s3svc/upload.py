@@ -215,6 +215,12 @@ class Uploader:
                 for upload_id, k in list(self._open.items())
             )
         )
+        log.info(
+            "upload_memory",
+            limit=self.memory.limit,
+            peak=self.memory.peak,
+            part_slots_peak=self.buffers.peak,
+        )
 
     def _object_args(self, content_type: str, filename: str | None) -> dict[str, Any]:
         args: dict[str, Any] = {

@@ -462,6 +462,19 @@ async def test_s3_role_may_not_read_delete_list_or_leave_the_prefix(world: World
         await assert_denied(sqs.send_message(QueueUrl=world.queue_url, MessageBody="x"))
 
 
+async def test_s3_role_may_find_stray_uploads_to_abort_them(world: World) -> None:
+    """After a retried create, s3svc lists the uploads on its key and aborts the stray ones:
+    both calls are allowed to the task role."""
+    key = f"{KEY_PREFIX}stray-{uuid.uuid4().hex[:8]}"
+    async with client(world, "s3", world.s3_role) as role:
+        created = await role.create_multipart_upload(Bucket=world.bucket, Key=key)
+        listed = await role.list_multipart_uploads(Bucket=world.bucket, Prefix=key)
+        assert [u["UploadId"] for u in listed["Uploads"]] == [created["UploadId"]]
+        await role.abort_multipart_upload(
+            Bucket=world.bucket, Key=key, UploadId=created["UploadId"]
+        )
+
+
 async def test_download_links_add_reading_under_the_prefix_only(world: World) -> None:
     """DownloadUrlSeconds > 0 grants GetObject under the prefix, and nothing more: no read
     elsewhere, no delete, no list. (With links off, GetObject is refused: the test above.)"""
