@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.idempotency import HEADER, KEY_PATTERN
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error", "message", "request_id"],
@@ -24,6 +26,8 @@ _REASONS = {
     401: "Missing or invalid API key",
     404: "Not found",
     405: "Method not allowed",
+    408: "The request body stopped or arrived too slowly",
+    409: "A request with the same Idempotency-Key is in progress",
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Semantically invalid",
@@ -48,6 +52,17 @@ def error_responses(*statuses: int) -> dict[str, Any]:
             }
         out[str(status)] = response
     return out
+
+
+def idempotency_header(description: str) -> dict[str, Any]:
+    """The optional ``Idempotency-Key`` request header, with the one pattern keys follow."""
+    return {
+        "name": HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": f"^{KEY_PATTERN}$"},
+        "description": description,
+    }
 
 
 def json_content(schema: dict[str, Any]) -> dict[str, Any]:

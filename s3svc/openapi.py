@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.openapi import document, error_responses, json_content
+from common.openapi import document, error_responses, idempotency_header, json_content
 from s3svc.config import S3Settings
 
 # A form field name: 1-200 characters, no control characters (RFC 7578 requires one).
@@ -22,6 +22,12 @@ STORED_FILE = {
         "content_type": {"type": "string"},
         "filename": {"type": ["string", "null"], "description": "as the client sent it"},
         "version_id": {"type": "string", "description": "only when the bucket is versioned"},
+        "replayed": {
+            "type": "boolean",
+            "const": True,
+            "description": "present when an earlier request with the same Idempotency-Key "
+            "stored this file (this one stored nothing)",
+        },
         "download_url": {
             "type": "string",
             "description": "presigned GET link, only when DOWNLOAD_URL_SECONDS is above 0",
@@ -32,6 +38,16 @@ STORED_FILE = {
             "description": "when download_url stops working (sooner if the signing credentials "
             "expire first)",
         },
+    },
+}
+
+
+STORED = {
+    "type": "object",
+    "required": ["files", "request_id"],
+    "properties": {
+        "files": {"type": "array", "items": {"$ref": "#/components/schemas/StoredFile"}},
+        "request_id": {"type": "string"},
     },
 }
 
@@ -50,6 +66,12 @@ def spec(settings: S3Settings) -> dict[str, Any]:
     doc["paths"][f"{base}/upload"] = {
         "post": {
             "summary": "Store each `file` field as its own S3 object",
+            "parameters": [
+                idempotency_header(
+                    "IETF httpapi draft: a retry with the same key (per API key) names the same "
+                    "objects and stores nothing twice; 409 while a request with it runs"
+                )
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -77,23 +99,12 @@ def spec(settings: S3Settings) -> dict[str, Any]:
                 },
             },
             "responses": {
-                "201": {
-                    "description": "Every file stored",
-                    "content": json_content(
-                        {
-                            "type": "object",
-                            "required": ["files", "request_id"],
-                            "properties": {
-                                "files": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/StoredFile"},
-                                },
-                                "request_id": {"type": "string"},
-                            },
-                        }
-                    ),
+                "201": {"description": "Every file stored", "content": json_content(STORED)},
+                "200": {
+                    "description": "An Idempotency-Key replay: every file was stored before",
+                    "content": json_content(STORED),
                 },
-                **error_responses(400, 401, 413, 415, 502, 503),
+                **error_responses(400, 401, 408, 409, 413, 415, 502, 503),
             },
         }
     }
