@@ -85,6 +85,8 @@ SCHEMA: dict[str, str] = {
     "MessagesSent": "metric (sqssvc): messages SQS accepted",
     "BatchSize": "metric (sqssvc): messages per SendMessageBatch call",
     "SendRetries": "metric (sqssvc): entries sent again after a retryable failure",
+    "BatchResends": "metric (sqssvc): times botocore sent a SendMessageBatch call again (after a "
+    "timeout SQS may have stored both)",
 }
 
 # The fields every line carries.

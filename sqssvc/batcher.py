@@ -465,18 +465,24 @@ class Batcher:
             self._fail(
                 entry, BackendError("SQS returned no result for the message", code="backend_error")
             )
-        self._log_batch(batch, len(response.get("Successful", [])), len(retries))
+        resends = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+        self._log_batch(batch, len(response.get("Successful", [])), len(retries), resends)
         if retries:
             self._retry_later(retries)
 
-    def _log_batch(self, batch: list[_Entry], accepted: int, retried: int) -> None:
-        """One line per SendMessageBatch call, carrying BatchSize and SendRetries as EMF."""
+    def _log_batch(self, batch: list[_Entry], accepted: int, retried: int, resends: int) -> None:
+        """One line per SendMessageBatch call, carrying BatchSize, SendRetries and BatchResends
+        (botocore's resends of the call: after a timeout each may have stored a copy) as EMF."""
         fields: dict[str, Any] = {}
         if self._cfg.metrics_namespace is not None:
             fields = emf(
                 self._cfg.metrics_namespace,
                 {"Service": self._cfg.service},
-                {"BatchSize": (len(batch), COUNT), "SendRetries": (retried, COUNT)},
+                {
+                    "BatchSize": (len(batch), COUNT),
+                    "SendRetries": (retried, COUNT),
+                    "BatchResends": (resends, COUNT),
+                },
             )
         log.info(
             "batch_sent",
@@ -484,6 +490,7 @@ class Batcher:
             batch_size=len(batch),
             accepted=accepted,
             retried=retried,
+            resends=resends,
             **fields,
         )
 

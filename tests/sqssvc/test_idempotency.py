@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -116,6 +117,27 @@ async def test_stalled_backend_fifo_stores_each_acknowledged_message_once(
     assert calls > HELD_FIFO  # the held batch was sent again
     stored = Counter(m["Body"] for m in await drain(sqs, queue))
     assert stored == Counter(body for body, _, _ in sends)
+
+
+async def test_a_resend_is_counted_on_batch_sent(
+    make_client: MakeClient,
+    aws_settings: AwsSettings,
+    moto_url: str,
+    queue_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The batch_sent line of a call botocore had to send twice says so: resends and the EMF
+    metric BatchResends are 1."""
+    from common.logging import configure_logging
+    from tests.conftest import common_settings
+
+    configure_logging(common_settings("sqssvc", AwsSettings(), "/sqs"))
+    async with fault_proxy(moto_url, hold_first(1)) as proxy:
+        client = await stalled_client(make_client, aws_settings, proxy.url, queue_url)
+        assert (await client.post("/sqs/send", json={"message": "once more"})).status == 200
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    (sent,) = [x for x in lines if x["event"] == "batch_sent"]
+    assert (sent["resends"], sent["BatchResends"]) == (1, 1)
 
 
 async def test_fifo_replay_of_a_key_is_stored_once(
