@@ -50,19 +50,12 @@ from typing import Any
 import structlog
 from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_exceptions import (
-    BadStatusLine,
-    ContentLengthError,
-    HttpProcessingError,
-    InvalidHeader,
-    InvalidURLError,
-    LineTooLong,
-    TransferEncodingError,
-)
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 
 from common.logging import get_logger
 from common.middleware import client_ip, new_request_id, pick_request_id, write_access_line
+from common.refusals import parser_reason, refusal
 from common.responses import REQUEST_ID_HEADER, code_for, error_body, json_body, json_response
 
 log = get_logger("common.connection")
@@ -70,62 +63,9 @@ log = get_logger("common.connection")
 # The route of an access line for a request aiohttp's parser refused: it has no method or path.
 UNPARSED = "unparsed"
 
-_HEADER_TOO_LARGE = (
-    431,
-    "request_header_too_large",
-    "the request line or a header field is too long, or there are too many header fields",
-)
-_INVALID_REQUEST_LINE = (
-    400,
-    "invalid_request_line",
-    "the request line is not 'METHOD target HTTP/1.x' with a valid method and target",
-)
-_INVALID_HEADER = (400, "invalid_header", "a header field is malformed or not allowed")
-_INVALID_FRAMING = (
-    400,
-    "invalid_framing",
-    "the body's framing is invalid: Content-Length must be one non-negative integer, "
-    "Transfer-Encoding must end in chunked with valid chunks, and a request may not carry both",
-)
-_MALFORMED = (400, "bad_request", "the request is not valid HTTP/1.1")
-
 # Messages for errors aiohttp raises outside the middlewares, instead of its own text (an
 # unknown Expect value is quoted in it).
 _OUTSIDE_MESSAGES = {417: "the Expect header may only be 100-continue"}
-
-
-def refusal(exc: HttpProcessingError) -> tuple[int, str, str]:
-    """(status, stable code, message) for a request aiohttp's parser refused with ``exc``.
-
-    The exception class decides where aiohttp has one; llhttp reports most errors as a plain
-    ``BadHttpMessage`` whose first line is its fixed reason ("Invalid character in
-    Content-Length", "Transfer-Encoding can't be present with Content-Length"), read for its
-    subject only. Anything unrecognised is ``400 bad_request``.
-    """
-    if isinstance(exc, LineTooLong):
-        return _HEADER_TOO_LARGE
-    if isinstance(exc, (BadStatusLine, InvalidURLError)):
-        return _INVALID_REQUEST_LINE
-    if isinstance(exc, InvalidHeader):
-        return _INVALID_HEADER
-    if isinstance(exc, (TransferEncodingError, ContentLengthError)):
-        return _INVALID_FRAMING
-    reason = parser_reason(exc).lower()
-    if "too many headers" in reason:
-        return _HEADER_TOO_LARGE
-    if any(s in reason for s in ("content-length", "transfer-encoding", "chunk")):
-        return _INVALID_FRAMING
-    if "header" in reason:
-        return _INVALID_HEADER
-    if any(s in reason for s in ("method", "version", "url", "status line")):
-        return _INVALID_REQUEST_LINE
-    return _MALFORMED
-
-
-def parser_reason(exc: HttpProcessingError) -> str:
-    """The parser's own reason, for the log: its first line, at most 200 characters (llhttp puts
-    the offending bytes on the lines below)."""
-    return (exc.message or "").split("\n", 1)[0][:200].rstrip(":")
 
 
 def _route(request: web.BaseRequest) -> str:

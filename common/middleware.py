@@ -4,9 +4,9 @@
   ``X-Amzn-Trace-Id`` root, else a new one), binds it to the log context, echoes it in the
   response, counts the request as in flight, refuses new work once shutdown began, and writes
   the access line.
-- ``error_middleware``: renders ``ServiceError`` and ``web.HTTPException`` as JSON
-  ``{"error", "message", "request_id"}``; anything else is logged with its stack and answered 500
-  without internals.
+- ``error_middleware``: renders ``ServiceError``, ``web.HTTPException`` and a body the HTTP
+  parser refused as JSON ``{"error", "message", "request_id"}``; anything else is logged with its
+  stack and answered 500 without internals.
 
 The API-key middleware (``common/auth.py``) comes third when keys are configured.
 """
@@ -30,6 +30,7 @@ from common.appkeys import ACCESS_LOG, IN_FLIGHT, SETTINGS, SHUTTING_DOWN
 from common.errors import ServiceError
 from common.logging import get_logger
 from common.metrics import COUNTED_ERRORS, REQUEST_METRICS, Metrics, add_metric, request_metrics
+from common.refusals import refusal
 from common.responses import (
     CLIENT_CLOSED,
     REQUEST_ID,
@@ -198,6 +199,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except HttpProcessingError as exc:
         # aiohttp's parsers (e.g. multipart part headers) reject malformed input this way.
         return error_response(400, "bad_request", f"malformed request: {exc.message}", request)
+    except web.RequestPayloadError as exc:
+        # The body parser refused what the handler was reading (an undecodable Content-Encoding,
+        # say): the client's fault, answered without its bytes. The connection cannot go on.
+        cause = exc.__cause__
+        if isinstance(cause, HttpProcessingError):
+            status, code, text = refusal(cause)
+        else:
+            status, code, text = 400, "bad_request", "the request body is not valid"
+        structlog.contextvars.bind_contextvars(error=code)
+        refused = error_response(status, code, text, request)
+        refused.force_close()
+        return refused
     except ConnectionResetError:
         log.info("client_disconnected")
         return web.Response(status=CLIENT_CLOSED)

@@ -146,3 +146,18 @@ async def test_access_line_counts_a_chunked_body(
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     (access,) = [x for x in lines if x["event"] == "request"]
     assert access["bytes_in"] == len(payload)
+
+
+async def test_undecodable_body_is_400_json(aiohttp_client: Callable[..., Any]) -> None:
+    """A body that its Content-Encoding cannot decode is the client's fault: 400 in the JSON
+    shape, not a 500."""
+    client = await aiohttp_client(make_app())
+    resp = await client.post(
+        "/demo/echo",
+        data=b"not gzip",
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"] == "invalid_content_encoding"
+    assert body["request_id"] == resp.headers["X-Request-ID"]
