@@ -18,6 +18,7 @@ from common.app import ProbeCache, create_base_app
 from common.appkeys import SHUTTING_DOWN
 from common.auth import caller
 from common.aws import aws_error_code, client_ctx
+from common.bodies import Pace
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import CircuitOpen, NotConfigured, ServiceError, Unavailable
 from common.logging import get_logger
@@ -64,7 +65,7 @@ def _stable_id(message: OutgoingMessage) -> dict[str, str]:
 
 async def _read_json(request: web.Request) -> Any:
     settings = request.app[SQS_SETTINGS]
-    return await read_json(request, settings.max_request_bytes, settings.common.body_idle_timeout)
+    return await read_json(request, settings.max_request_bytes, Pace.of(settings.common))
 
 
 def _batcher(request: web.Request) -> Batcher:

@@ -1,5 +1,5 @@
 """What sqssvc reads from a request before the domain code sees it: the JSON body (media type,
-size limit, idle timeout) and the ``Idempotency-Key`` header.
+size limit, pace) and the ``Idempotency-Key`` header.
 
 The web layer's half of ``/send`` and ``/send-batch``; ``sqssvc.messages`` parses and checks
 what this module hands it and never sees a request.
@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from common.bodies import read_body
+from common.bodies import Pace, read_body
 from common.errors import BadRequest, UnsupportedMediaType
 from common.idempotency import HEADER, parse_key
 from sqssvc.messages import parse_json
@@ -19,12 +19,12 @@ from sqssvc.messages import parse_json
 _JSON_TYPES = ("application/json",)
 
 
-async def read_json(request: web.Request, limit: int, idle_timeout: float) -> Any:
+async def read_json(request: web.Request, limit: int, pace: Pace) -> Any:
     """The request body as JSON: 415 unless ``application/json`` (or ``application/*+json``),
     400 unless valid UTF-8 JSON.
 
-    The body is capped at ``limit`` bytes (413 beyond it) and given up after ``idle_timeout``
-    seconds without data (408).
+    The body is capped at ``limit`` bytes (413 beyond it) and read at ``pace``: 408 when the
+    client stops sending (``BODY_IDLE_TIMEOUT``) or drips (``BODY_MIN_RATE``).
     """
     ctype = request.content_type
     if ctype not in _JSON_TYPES and not (
@@ -33,7 +33,7 @@ async def read_json(request: web.Request, limit: int, idle_timeout: float) -> An
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {ctype!r}", code="unsupported_media_type"
         )
-    raw = await read_body(request.content, request.content_length, limit, idle_timeout)
+    raw = await read_body(request.content, request.content_length, limit, pace)
     return parse_json(raw)
 
 

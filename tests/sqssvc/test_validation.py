@@ -7,6 +7,7 @@ validator let it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
@@ -322,6 +323,42 @@ async def test_json_suffix_media_type_is_accepted(client: Client, sqs: Any, queu
     )
     assert got_status == 200
     assert len(await drain(sqs, queue_url)) == 1
+
+
+async def test_dripping_body_is_cut_off_with_408(
+    make_client: MakeClient, make_sqs_settings: Callable[..., Any], sqs: Any, queue_url: str
+) -> None:
+    """BODY_MIN_RATE applies to sqssvc too: a body that stops after a few bytes, with no grace
+    and a rate it cannot meet, is cut off with 408 body_too_slow (not left to the idle timeout,
+    set long here), and nothing is sent."""
+    from dataclasses import replace
+
+    common = replace(
+        make_sqs_settings(queue_url).common,
+        body_idle_timeout=30.0,
+        body_min_rate=1_000_000,
+        body_rate_grace=0.0,
+    )
+    client = await make_client(queue_url, common=common)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            b"POST /sqs/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"message": "'
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), head
+        length = int(
+            next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(
+                b":"
+            )[1]
+        )
+        body = json.loads(await reader.readexactly(length))
+        assert body["error"] == "body_too_slow"
+    finally:
+        writer.close()
+    assert await drain(sqs, queue_url) == []
 
 
 async def test_request_over_max_request_bytes_is_413(
