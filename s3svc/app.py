@@ -31,6 +31,13 @@ from common.logging import get_logger
 from common.metrics import BYTES, add_metric
 from common.responses import REQUEST_ID, json_response
 from s3svc.config import S3Settings
+from s3svc.digests import (
+    CONTENT_DIGEST,
+    SHA256_FIELD,
+    Stated,
+    parse_content_digest,
+    parse_sha256_field,
+)
 from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
 from s3svc.keys import idempotent_key, make_key
 from s3svc.openapi import spec
@@ -114,6 +121,23 @@ async def _skip(part: BodyPartReader, clock: BodyClock) -> None:
             )
 
 
+async def _text(part: BodyPartReader, clock: BodyClock) -> str:
+    """A short text field's value (at most 1 KiB)."""
+    source = _FormFile(part)
+    data = b""
+    while chunk := await clock.chunk(source.read_chunk(8192)):
+        data += chunk
+        if len(data) > 1024:
+            raise BadRequest(f"form field {part.name!r} is too long", code="invalid_digest")
+    return data.decode("utf-8", "replace")
+
+
+def _stated(part: BodyPartReader) -> Stated:
+    """The digests a file part's Content-Digest header states (none without one)."""
+    header = part.headers.get(CONTENT_DIGEST)
+    return parse_content_digest(header) if header is not None else Stated()
+
+
 async def _open_multipart(request: web.Request) -> MultipartReader:
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -147,6 +171,7 @@ async def _stage_form(
     limit = ByteLimit(settings.max_upload_bytes)
     idempotency = request.get(IDEMPOTENCY_SCOPE)
     others = 0
+    pending: Stated | None = None  # a sha256 field's digest, for the file that follows it
     text_file_field = False  # a "file" field without a filename: a text value, not a file
     # An upper bound on each file's size, so a huge file gets parts large enough for S3.
     bound = min(request.content_length or settings.max_upload_bytes, settings.max_upload_bytes)
@@ -156,6 +181,14 @@ async def _stage_form(
                 f"every form field needs a name of 1 to {MAX_FIELD_NAME} characters",
                 code="malformed_multipart",
             )
+        if pending is not None and (part.name != FILE_FIELD or part.filename is None):
+            raise BadRequest(
+                f"a {SHA256_FIELD!r} field must come right before the file it describes",
+                code="invalid_digest",
+            )
+        if part.name == SHA256_FIELD and part.filename is None:
+            pending = parse_sha256_field(await _text(part, clock))
+            continue
         if part.name != FILE_FIELD or part.filename is None:
             text_file_field = text_file_field or part.name == FILE_FIELD
             others += 1
@@ -190,7 +223,14 @@ async def _stage_form(
                 limit=limit,
                 clock=clock,
                 size_bound=bound,
+                stated=_stated(part).merge(pending) if pending else _stated(part),
             )
+        )
+        pending = None
+    if pending is not None:
+        raise BadRequest(
+            f"a {SHA256_FIELD!r} field must come right before the file it describes",
+            code="invalid_digest",
         )
     if not staged:
         hint = (

@@ -79,3 +79,33 @@ class MemoryBudget:
             self._waiters.popleft()
             self._take(n)
             fut.set_result(None)
+
+
+class Hold:
+    """Bytes one owner holds in a :class:`MemoryBudget`: grown as needed, released once.
+
+    A hold can change hands (a block's hold goes with its part to the task that sends it);
+    whoever ends up with it releases it, and a second release is a no-op. As a context manager
+    it releases on exit.
+    """
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.n = 0
+
+    async def grow(self, n: int) -> None:
+        """Hold ``n`` more bytes (waits as :meth:`MemoryBudget.acquire` does)."""
+        await self.budget.acquire(n)
+        self.n += n
+
+    def release(self) -> None:
+        """Give back everything held."""
+        if self.n:
+            n, self.n = self.n, 0
+            self.budget.release(n)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()

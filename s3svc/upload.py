@@ -16,9 +16,12 @@ Memory is reserved for what has been read, never ahead of it, in a process-wide
 memory while each waits for more. A reservation that cannot be had within ``memory_wait``
 seconds fails with ``503 busy``.
 
-Integrity: the SHA-256 of the whole file is computed from each block in a thread, in order, and
-returned (and stored as metadata on single PUTs); S3 verifies each part and single PUT against
-its SHA-256 (``ChecksumSHA256``).
+Integrity: S3 verifies every whole object. Each block is checksummed in a thread, in order:
+the file's SHA-256 (returned, and stored as metadata on single PUTs) and CRC64NVME, and the
+block's own CRC64NVME. A single PUT carries the file's CRC64NVME; a multipart upload is created
+with a full-object CRC64NVME (``ChecksumType='FULL_OBJECT'``), each part carries its CRC, and
+the completion carries the file's, which S3 checks against the assembled object. Digests the
+client stated (:mod:`s3svc.digests`) are checked when the file ends, before anything commits.
 
 Commits are conditional (``IfNoneMatch='*'``): S3 refuses to overwrite a key, which makes a
 retried commit and an idempotent replay safe. A ``CreateMultipartUpload`` that botocore had to
@@ -29,8 +32,6 @@ uploads on that unique key, which are aborted.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import io
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ from common.aws import aws_error_code, is_aws_failure, to_service_error
 from common.bodies import BodyClock
 from common.errors import BadRequest, PayloadTooLarge, ServiceError
 from common.logging import get_logger
-from s3svc.budget import MemoryBudget
+from s3svc.budget import Hold, MemoryBudget
 from s3svc.config import MAX_PARTS, S3Settings, part_size_for
+from s3svc.digests import FileChecksums, Stated, b64, checksum_fields, crc_bytes
 from s3svc.keys import metadata_filename
 
 log = get_logger("s3svc.upload")
@@ -98,6 +100,10 @@ class StoredFile:
     # True when the object was already there: an earlier request with the same idempotency key
     # stored it, and this one stored nothing.
     replayed: bool = False
+    # The digests the client stated, all of which matched ("sha-256", "crc64nvme").
+    verified: tuple[str, ...] = ()
+    # What S3 reported of the object's checksum: checksum_crc64nvme, checksum_type.
+    checksum: Mapping[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The response item: ``version_id`` only when the bucket is versioned."""
@@ -112,6 +118,9 @@ class StoredFile:
         }
         if self.version_id:
             out["version_id"] = self.version_id
+        out.update(self.checksum)
+        if self.verified:
+            out["verified"] = list(self.verified)
         if self.replayed:
             out["replayed"] = True
         return out
@@ -125,12 +134,13 @@ class Staged:
     filename: str | None
     content_type: str
     size: int
-    sha256: bytes
+    checksums: FileChecksums
+    verified: tuple[str, ...] = ()
     data: io.BytesIO | None = None
+    # The memory ``data`` holds until it is committed or discarded.
+    hold: Hold | None = None
     upload_id: str | None = None
     parts: list[CompletedPartTypeDef] = field(default_factory=list)
-    # Bytes of the memory budget ``data`` holds until it is committed or discarded.
-    reserved: int = 0
     # Stray multipart uploads found and aborted after a retried create.
     strays_aborted: int = 0
 
@@ -144,28 +154,17 @@ class CommitFailed(Exception):
         self.stored = stored
 
 
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
+async def _checksum(
+    previous: asyncio.Future[int] | None, sums: FileChecksums, block: io.BytesIO
+) -> int:
+    """The block's CRC64NVME, after feeding it to the file's checksums in a thread.
 
-
-def _hash_block(whole: Any, block: io.BytesIO) -> bytes:
-    """Feed ``block`` to the whole-file hash and return the block's own SHA-256."""
-    with block.getbuffer() as view:
-        whole.update(view)
-        return hashlib.sha256(view).digest()
-
-
-async def _after(previous: asyncio.Future[bytes] | None, whole: Any, block: io.BytesIO) -> bytes:
-    # Blocks of one file are hashed in order (the whole-file hash is sequential), each in a
-    # thread of its own so files hash in parallel and the loop never waits for a digest.
+    Blocks of one file are chained (each waits for the previous one) because the file's
+    checksums are sequential; files are checksummed in parallel, never on the event loop.
+    """
     if previous is not None:
         await previous
-    return await asyncio.to_thread(_hash_block, whole, block)
-
-
-def _update(whole: Any, block: io.BytesIO) -> None:
-    with block.getbuffer() as view:
-        whole.update(view)
+    return await asyncio.to_thread(sums.add, block)
 
 
 def _retried(outcome: Mapping[str, Any] | BaseException) -> bool:
@@ -211,7 +210,7 @@ class Uploader:
             await asyncio.wait(set(self._pending), timeout=left)
         await asyncio.gather(
             *(
-                self._abort_upload(k, upload_id, "shutdown")
+                self.abort_upload(k, upload_id, "shutdown")
                 for upload_id, k in list(self._open.items())
             )
         )
@@ -243,10 +242,12 @@ class Uploader:
         limit: ByteLimit,
         clock: BodyClock,
         size_bound: int | None = None,
+        stated: Stated | None = None,
     ) -> Staged:
         """Read one file whole: in memory if it fits one part, else into an open multipart
-        upload with every part sent. On any failure nothing of it is left behind."""
-        writer = _FileWriter(self, key, filename, content_type, size_bound)
+        upload with every part sent, then check the digests the client ``stated``. On any
+        failure (a mismatch too) nothing of it is left behind."""
+        writer = _FileWriter(self, key, filename, content_type, size_bound, stated or Stated())
         try:
             while chunk := await clock.chunk(part.read_chunk(READ_CHUNK)):
                 limit.add(len(chunk))
@@ -260,7 +261,7 @@ class Uploader:
         """Give up staged files: free their memory, abort their multipart uploads."""
         for f in files:
             self._free(f)
-        aborts = [self._abort_upload(f.key, f.upload_id, "discarded") for f in files if f.upload_id]
+        aborts = [self.abort_upload(f.key, f.upload_id, "discarded") for f in files if f.upload_id]
         if aborts:
             await asyncio.shield(self._track(asyncio.ensure_future(asyncio.gather(*aborts))))
 
@@ -286,12 +287,12 @@ class Uploader:
         try:
             if f.data is not None:
                 args = self._object_args(f.content_type, f.filename)
-                args["Metadata"]["sha256"] = f.sha256.hex()
+                args["Metadata"]["sha256"] = f.checksums.sha256.hex()
                 call: Awaitable[Mapping[str, Any]] = self.client.put_object(
                     Bucket=self.bucket,
                     Key=f.key,
                     Body=f.data,
-                    ChecksumSHA256=_b64(f.sha256),  # one block: its hash is the file's
+                    ChecksumCRC64NVME=b64(f.checksums.crc64nvme),
                     IfNoneMatch="*",
                     **args,
                 )
@@ -302,6 +303,8 @@ class Uploader:
                     Key=f.key,
                     UploadId=f.upload_id,
                     MultipartUpload={"Parts": f.parts},
+                    ChecksumCRC64NVME=b64(f.checksums.crc64nvme),
+                    ChecksumType="FULL_OBJECT",
                     IfNoneMatch="*",
                 )
             try:
@@ -313,7 +316,7 @@ class Uploader:
                     # (botocore retried it after a read timeout), or, for a key named by an
                     # idempotency key, an earlier request. Either way it is stored.
                     if f.upload_id is not None:
-                        await self._abort_upload(f.key, f.upload_id, "already_stored")
+                        await self.abort_upload(f.key, f.upload_id, "already_stored")
                     return self._stored(f, {}, replayed=not _retried(exc))
                 raise
             if f.upload_id is not None:
@@ -321,7 +324,7 @@ class Uploader:
             return self._stored(f, resp)
         except BaseException as exc:
             if f.upload_id is not None:
-                await self._abort_upload(f.key, f.upload_id, type(exc).__name__)
+                await self.abort_upload(f.key, f.upload_id, type(exc).__name__)
             if is_aws_failure(exc) and not isinstance(exc, ServiceError):
                 raise to_service_error(exc, "S3") from exc
             raise
@@ -339,19 +342,21 @@ class Uploader:
             bucket=self.bucket,
             key=f.key,
             size=f.size,
-            sha256=f.sha256.hex(),
+            sha256=f.checksums.sha256.hex(),
             etag=str(resp.get("ETag", "")).strip('"'),
             content_type=f.content_type,
             filename=f.filename,
             parts=len(f.parts) or 1,
             version_id=resp.get("VersionId"),
             replayed=replayed,
+            verified=f.verified,
+            checksum=checksum_fields(resp),
         )
 
-    def _free(self, f: Staged) -> None:
-        if f.reserved:
-            self.memory.release(f.reserved)
-            f.reserved = 0
+    @staticmethod
+    def _free(f: Staged) -> None:
+        if f.hold is not None:
+            f.hold.release()
             f.data = None
 
     async def create(self, key: str, content_type: str, filename: str | None) -> tuple[str, int]:
@@ -360,7 +365,11 @@ class Uploader:
         args = self._object_args(content_type, filename)
         job = asyncio.ensure_future(
             self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **args
+                Bucket=self.bucket,
+                Key=key,
+                ChecksumAlgorithm="CRC64NVME",
+                ChecksumType="FULL_OBJECT",
+                **args,
             )
         )
         try:
@@ -388,7 +397,7 @@ class Uploader:
         ]
         for upload_id in strays:
             self._open[upload_id] = key
-            await self._abort_upload(key, upload_id, "stray")
+            await self.abort_upload(key, upload_id, "stray")
         return len(strays)
 
     def _abort_once_created(self, create: asyncio.Future[Any], key: str) -> None:
@@ -400,7 +409,7 @@ class Uploader:
                 return
             upload_id: str = fut.result()["UploadId"]
             self._open[upload_id] = key
-            self._track(asyncio.ensure_future(self._abort_upload(key, upload_id, "cancelled")))
+            self._track(asyncio.ensure_future(self.abort_upload(key, upload_id, "cancelled")))
 
         self._track(create)
         create.add_done_callback(created)
@@ -410,7 +419,7 @@ class Uploader:
         fut.add_done_callback(self._pending.discard)
         return fut
 
-    async def _abort_upload(self, key: str, upload_id: str, reason: str) -> None:
+    async def abort_upload(self, key: str, upload_id: str, reason: str) -> None:
         """AbortMultipartUpload, bounded in time; an upload already gone counts as aborted."""
         if upload_id not in self._open:
             return  # aborted or completed already
@@ -428,7 +437,7 @@ class Uploader:
 
 
 class _FileWriter:
-    """One file on its way in: the block being filled, the parts in flight, the hash chain."""
+    """One file on its way in: the block being filled, the parts in flight, the checksums."""
 
     def __init__(
         self,
@@ -437,19 +446,21 @@ class _FileWriter:
         filename: str | None,
         content_type: str,
         size_bound: int | None,
+        stated: Stated,
     ) -> None:
         self.up = uploader
         self.key = key
         self.filename = filename
         self.content_type = content_type
+        self.stated = stated
         self.part_size = part_size_for(size_bound, uploader.settings.part_size)
-        self.whole = hashlib.sha256()
+        self.sums = FileChecksums()
         self.size = 0
         self.block = io.BytesIO()
         self.block_len = 0
-        self.block_reserved = 0  # memory budget bytes the block holds
-        self.block_slot = 0  # part-slot bytes the block holds
-        self.hashed: asyncio.Future[bytes] | None = None
+        self.mem = Hold(uploader.memory)  # the block's bytes
+        self.slot = Hold(uploader.buffers)  # its part slot, once it grows past the threshold
+        self.checksummed: asyncio.Future[int] | None = None
         self.upload_id: str | None = None
         self.inflight = asyncio.Semaphore(uploader.settings.max_inflight_parts)
         self.tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
@@ -462,34 +473,34 @@ class _FileWriter:
             if self.block_len == self.part_size:
                 await self._dispatch()
             take = view[: self.part_size - self.block_len]
-            if not self.block_slot and self.block_len + len(take) > SLOT_THRESHOLD:
-                await self.up.buffers.acquire(self.part_size)
-                self.block_slot = self.part_size
-            await self.up.memory.acquire(len(take))
-            self.block_reserved += len(take)
+            if not self.slot.n and self.block_len + len(take) > SLOT_THRESHOLD:
+                await self.slot.grow(self.part_size)
+            await self.mem.grow(len(take))
             self.block.write(take)
             self.block_len += len(take)
             self.size += len(take)
             view = view[len(take) :]
 
     async def finish(self) -> Staged:
-        """The file ended: keep it in memory (one part or less) or send its last part."""
+        """The file ended: check the stated digests, keep it in memory (one part or less) or
+        send its last part."""
         if self.upload_id is None:
             if not self.block_len:
                 raise BadRequest(f"file {self.filename!r} is empty", code="empty_file")
-            self._release_slot()  # the buffer no longer grows
-            await asyncio.to_thread(_update, self.whole, self.block)
+            self.slot.release()  # the buffer no longer grows
+            await _checksum(None, self.sums, self.block)
             self.block.seek(0)
             staged = Staged(
                 key=self.key,
                 filename=self.filename,
                 content_type=self.content_type,
                 size=self.size,
-                sha256=self.whole.digest(),
+                checksums=self.sums,
+                verified=self.sums.verify(self.stated),
                 data=self.block,
-                reserved=self.block_reserved,
+                hold=self.mem,
             )
-            self.block_reserved = 0
+            self.mem = Hold(self.up.memory)  # the staged file owns the old one now
             return staged
         if self.block_len:
             await self._dispatch()
@@ -499,7 +510,8 @@ class _FileWriter:
             filename=self.filename,
             content_type=self.content_type,
             size=self.size,
-            sha256=self.whole.digest(),
+            checksums=self.sums,
+            verified=self.sums.verify(self.stated),
             upload_id=self.upload_id,
             parts=parts,
             strays_aborted=self.strays,
@@ -510,17 +522,10 @@ class _FileWriter:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        self._release_slot()
-        if self.block_reserved:
-            self.up.memory.release(self.block_reserved)
-            self.block_reserved = 0
+        self.slot.release()
+        self.mem.release()
         if self.upload_id is not None:
-            await self.up._abort_upload(self.key, self.upload_id, "discarded")
-
-    def _release_slot(self) -> None:
-        if self.block_slot:
-            self.up.buffers.release(self.block_slot)
-            self.block_slot = 0
+            await self.up.abort_upload(self.key, self.upload_id, "discarded")
 
     def _failed(self) -> BaseException | None:
         for t in self.tasks:
@@ -529,7 +534,7 @@ class _FileWriter:
         return None
 
     async def _dispatch(self) -> None:
-        """Send the block as the next part; its memory and slot go with the part's task."""
+        """Send the block as the next part; its holds go with the part's task."""
         if (error := self._failed()) is not None:
             raise error
         if self.upload_id is None:
@@ -547,15 +552,18 @@ class _FileWriter:
                 f"file needs more than {MAX_PARTS} parts", code="upload_too_large"
             )
         await self.inflight.acquire()
-        block, reserved, slot = self.block, self.block_reserved, self.block_slot
+        block, holds = self.block, (self.mem, self.slot)
         block.seek(0)
-        self.block, self.block_len, self.block_reserved, self.block_slot = io.BytesIO(), 0, 0, 0
-        self.hashed = hashed = asyncio.ensure_future(_after(self.hashed, self.whole, block))
+        self.block, self.block_len = io.BytesIO(), 0
+        self.mem, self.slot = Hold(self.up.memory), Hold(self.up.buffers)
+        self.checksummed = crc = asyncio.ensure_future(
+            _checksum(self.checksummed, self.sums, block)
+        )
         upload_id = self.upload_id
         up = self.up
 
         async def send() -> CompletedPartTypeDef:
-            checksum = _b64(await hashed)
+            checksum = b64(crc_bytes(await crc))
             try:
                 resp = await up.client.upload_part(
                     Bucket=up.bucket,
@@ -563,22 +571,21 @@ class _FileWriter:
                     UploadId=upload_id,
                     PartNumber=number,
                     Body=block,
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=checksum,
+                    ChecksumAlgorithm="CRC64NVME",
+                    ChecksumCRC64NVME=checksum,
                 )
             except Exception as exc:
                 if is_aws_failure(exc):
                     raise to_service_error(exc, "S3") from exc
                 raise
-            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumCRC64NVME": checksum}
 
         def sent(_: asyncio.Task[CompletedPartTypeDef]) -> None:
             # A done callback, not a ``finally`` in send(): a task cancelled before it ever ran
-            # runs no finally, and its reservations would be lost to the process for good.
+            # runs no finally, and its holds would be lost to the process for good.
             self.inflight.release()
-            up.memory.release(reserved)
-            if slot:
-                up.buffers.release(slot)
+            for hold in holds:
+                hold.release()
 
         task = asyncio.create_task(send())
         task.add_done_callback(sent)

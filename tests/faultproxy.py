@@ -2,7 +2,9 @@
 
 The service's ``AWS_ENDPOINT_URL`` points at the proxy; the proxy forwards each AWS call to moto
 unless ``rule`` returns a :class:`Fault` for it: an error status with an AWS error body, added
-latency, a reset connection, a stall, or an answer held back after the backend acted. Every call is recorded in ``calls``.
+latency, a reset connection, a stall, an answer held back after the backend acted, or a request
+body with one byte flipped on the way (what a faulty network or disk would do). Every call is
+recorded in ``calls``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Call:
     path: str
     query: dict[str, list[str]]
     target: str | None  # X-Amz-Target (JSON protocols), when present
+    # The call's x-amz-* headers (names lowercased): checksums, conditions, checksum types.
+    amz: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def s3_operation(self) -> str:
@@ -74,6 +78,18 @@ class Fault:
     hold: float = 0.0
     # Forward the call only once this event is set: a backend frozen until the test thaws it.
     gate: asyncio.Event | None = None
+    # Forward the call with one byte of its body flipped (the middle one; headers, signature
+    # and checksums untouched): corruption on the way that only a backend checking the bytes
+    # against the stated checksum can catch. A call without a body is forwarded as it is.
+    corrupt: bool = False
+
+
+def corrupted(body: bytes) -> bytes:
+    """``body`` with its middle byte inverted (the same length, one byte different)."""
+    if not body:
+        return body
+    middle = len(body) // 2
+    return body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
 
 
 Rule = Callable[[Call], Fault | None]
@@ -114,6 +130,9 @@ class FaultProxy:
             path=request.path,
             query=parse_qs(request.query_string, keep_blank_values=True),
             target=request.headers.get("X-Amz-Target"),
+            amz={
+                k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")
+            },
         )
         self.calls.append(call)
         fault = self.rule(call) if self.rule else None
@@ -131,6 +150,8 @@ class FaultProxy:
                 return web.Response(status=500)
             if fault.status is not None:
                 return _error_response(call, fault)
+            if fault.corrupt:
+                body = corrupted(body)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         async with self._session.request(
