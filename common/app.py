@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +21,8 @@ from common.appkeys import (
     ReadinessCheck,
 )
 from common.auth import auth_middleware
-from common.config import CommonSettings
+from common.aws import Breaker, open_client
+from common.config import AwsSettings, CommonSettings
 from common.logging import get_logger
 from common.middleware import context_middleware, error_middleware
 from common.responses import error_response, json_response
@@ -101,3 +102,19 @@ def create_base_app(
         app[OPENAPI] = openapi
         app.router.add_get(f"{settings.base_path}/openapi.json", _openapi)
     return app
+
+
+def client_ctx(
+    service: str, aws: AwsSettings, key: web.AppKey[Any], breaker: Breaker | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` entry that stores an open client under ``key`` for the app's lifetime,
+    its calls guarded by ``breaker`` when given."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_client(service, aws) as client:
+            if breaker is not None:
+                breaker.attach(client)
+            app[key] = client
+            yield
+
+    return ctx

@@ -7,13 +7,12 @@ client lives at module level. ``AWS_ENDPOINT_URL`` (the emulator locally) is pas
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from aiohttp import web
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -83,22 +82,6 @@ async def open_client(
         config=config if extra is None else config.merge(extra),
     ) as client:
         yield client
-
-
-def client_ctx(
-    service: str, aws: AwsSettings, key: web.AppKey[Any], breaker: Breaker | None = None
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` entry that stores an open client under ``key`` for the app's lifetime,
-    its calls guarded by ``breaker`` when given."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_client(service, aws) as client:
-            if breaker is not None:
-                breaker.attach(client)
-            app[key] = client
-            yield
-
-    return ctx
 
 
 def aws_error_code(exc: BaseException) -> str | None:

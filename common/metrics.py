@@ -3,7 +3,7 @@
 CloudWatch Logs turns any JSON log event with an ``_aws.CloudWatchMetrics`` directive into metrics,
 so a metric costs no API call and no extra line: the access line of each request carries its own
 (``Latency``, ``Requests``, ``Errors4xx``, ``Errors5xx`` by ``Service`` and ``Route``, plus what
-the handler added with :func:`add_metric`). This small emitter is used instead of
+the handler added with ``common.middleware.add_metric``). This small emitter is used instead of
 ``aws-embedded-metrics`` because that library keeps its own logger and flush cycle next to ours
 (one more line per request, its own sink detection); here metrics ride on the line we write anyway.
 
@@ -17,8 +17,6 @@ import operator
 import time
 from typing import Any
 
-from aiohttp import web
-
 MAX_METRICS = 100
 MAX_DIMENSIONS = 30
 
@@ -31,21 +29,11 @@ Metrics = dict[str, tuple[float, str]]
 """Metric name -> (value, unit)."""
 _VALUE, _UNIT = operator.itemgetter(0), operator.itemgetter(1)
 
-REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("metrics", dict)
-
-
 # Error codes an operator counts (and alarms on): the request's metric of that name is 1.
 COUNTED_ERRORS = {
     "busy": "Busy",  # 503: upload memory stayed exhausted for UPLOAD_MEMORY_WAIT
     "body_too_slow": "BodyTooSlow",  # 408: a body dripped below BODY_MIN_RATE
 }
-
-
-def add_metric(request: web.Request, name: str, value: float, unit: str = COUNT) -> None:
-    """Attach a metric to this request's access line (summed if added twice)."""
-    metrics = request.setdefault(REQUEST_METRICS, {})
-    old = metrics.get(name, (0.0, unit))[0]
-    metrics[name] = (old + value, unit)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler, Middleware
 from common.appkeys import ACCESS_LOG, IN_FLIGHT, SETTINGS, SHUTTING_DOWN
 from common.errors import ServiceError
 from common.logging import get_logger
-from common.metrics import COUNTED_ERRORS, REQUEST_METRICS, Metrics, add_metric, request_metrics
+from common.metrics import COUNT, COUNTED_ERRORS, Metrics, request_metrics
 from common.refusals import refusal
 from common.responses import (
     CLIENT_CLOSED,
@@ -38,6 +38,17 @@ from common.responses import (
     code_for,
     error_response,
 )
+
+# The metrics a handler adds to its request's access line.
+REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("metrics", dict)
+
+
+def add_metric(request: web.Request, name: str, value: float, unit: str = COUNT) -> None:
+    """Attach a metric to this request's access line (summed if added twice)."""
+    metrics = request.setdefault(REQUEST_METRICS, {})
+    old = metrics.get(name, (0.0, unit))[0]
+    metrics[name] = (old + value, unit)
+
 
 log = get_logger("common.middleware")
 

@@ -12,10 +12,9 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.hdrs import CONTENT_TYPE
 from aiohttp.http_exceptions import HttpProcessingError
 
-from common.app import ProbeCache, create_base_app
+from common.app import ProbeCache, client_ctx, create_base_app
 from common.auth import caller
-from common.aws import aws_error_code, client_ctx
-from common.bodies import BodyClock, Pace
+from common.aws import aws_error_code
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import (
     BadRequest,
@@ -28,7 +27,9 @@ from common.errors import (
 from common.idempotency import HEADER as IDEMPOTENCY_HEADER
 from common.idempotency import parse_key, scoped_digest
 from common.logging import get_logger
-from common.metrics import BYTES, add_metric
+from common.metrics import BYTES
+from common.middleware import add_metric
+from common.pace import BodyClock, Pace
 from common.responses import REQUEST_ID, json_response
 from s3svc.config import S3Settings
 from s3svc.digests import (

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from common.aws import aws_error_code, is_aws_failure, to_service_error
-from common.bodies import BodyClock
 from common.errors import BadRequest, PayloadTooLarge, ServiceError
 from common.logging import get_logger
+from common.pace import BodyClock
 from s3svc.budget import Hold, MemoryBudget
 from s3svc.config import MAX_PARTS, S3Settings, part_size_for
 from s3svc.digests import FileChecksums, Stated, b64, checksum_fields, crc_bytes

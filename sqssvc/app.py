@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from common.app import ProbeCache, create_base_app
+from common.app import ProbeCache, client_ctx, create_base_app
 from common.appkeys import SHUTTING_DOWN
 from common.auth import caller
-from common.aws import aws_error_code, client_ctx
-from common.bodies import Pace
+from common.aws import aws_error_code
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import CircuitOpen, NotConfigured, ServiceError, Unavailable
 from common.logging import get_logger
-from common.metrics import add_metric
+from common.middleware import add_metric
+from common.pace import Pace
 from common.responses import REQUEST_ID, json_response
 from sqssvc.batcher import Batcher, BatcherConfig, SendResult
 from sqssvc.config import SqsSettings

@@ -11,9 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from common.bodies import Pace, read_body
+from common.bodies import read_body
 from common.errors import BadRequest, UnsupportedMediaType
 from common.idempotency import HEADER, parse_key
+from common.pace import Pace
 from sqssvc.messages import parse_json
 
 _JSON_TYPES = ("application/json",)

@@ -13,7 +13,8 @@ from aiohttp import web
 from common.app import create_base_app
 from common.config import AwsSettings
 from common.logging import configure_logging
-from common.metrics import MAX_DIMENSIONS, MAX_METRICS, add_metric, emf, request_metrics
+from common.metrics import MAX_DIMENSIONS, MAX_METRICS, emf, request_metrics
+from common.middleware import add_metric
 from tests.conftest import common_settings
 
 

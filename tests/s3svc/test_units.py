@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from common.bodies import BodyClock, Pace
+from common.pace import BodyClock, Pace
 from s3svc.config import GIB, MIB, S3Settings, part_size_for
 from s3svc.keys import make_key, metadata_filename, sanitise_filename
 from s3svc.upload import ByteLimit, Uploader
