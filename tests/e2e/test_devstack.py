@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(
     shutil.which("curl") is None, reason="curl not installed (.ci/run installs it)"
 )
 
-_CURL = re.compile(r"^(curl .*?)(?:\s+#\s*→\s*(\d{3}))?\s*$")
+# A curl line, perhaps fed by a printf (a body from stdin), perhaps with its expected status.
+_CURL = re.compile(r"^((?:printf \S+ \| )?curl .*?)(?:\s+#\s*→\s*(\d{3}))?\s*$")
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DEFAULT_PORTS = ("8080", "8081", "8082")
 
