@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 PYTEST_ARGS ?=
 
-.PHONY: help install run uploads messages logs test lint typecheck hadolint deploy-lint pytest bench soak audit clean
+.PHONY: help install run uploads messages logs test lint typecheck hadolint deploy-lint pytest localstack localstack-if-possible bench soak audit clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -63,7 +63,38 @@ deploy-lint: $(STAMP) $(CHECKOV_STAMP) ## compose file, workflows (schema + zizm
 	$(VENV)/bin/cfn-lint deploy/stack.yaml
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f deploy/stack.yaml
 
-pytest: $(STAMP) ## the test suite, in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats one)
+# LocalStack, the second backend of tests/localstack (it checks S3 checksums and answers FIFO
+# sequence numbers; moto does neither), needs CPython 3.13 and pins a boto3 of its own: its own
+# virtualenv, from its own fully pinned list. The interpreter: LOCALSTACK_PYTHON if given, else
+# python3.13 on PATH (a pyenv shim counts when it runs), else pyenv's newest 3.13.x; looked for
+# once, and only by the targets that need it. LOCALSTACK_PASS=required (.ci/run) makes a
+# missing interpreter an error, and the LocalStack tests fail rather than skip.
+LOCALSTACK_VENV := $(VENV)/tools/localstack
+LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed-stamp
+LOCALSTACK_PYTHON ?= $(eval LOCALSTACK_PYTHON := $(shell $(PYTHON) -m tests.localstack.stack find-python))$(LOCALSTACK_PYTHON)
+LOCALSTACK_NONE := LocalStack pass: cannot run: no CPython 3.13 found (python3.13 on PATH, or a 3.13.x in pyenv), and LocalStack needs one. Install one (pyenv install 3.13) or name it: make test LOCALSTACK_PYTHON=/path/to/python3.13
+
+$(LOCALSTACK_STAMP): tests/localstack-requirements.txt
+	@test -n "$(LOCALSTACK_PYTHON)" || { echo "$(LOCALSTACK_NONE)" >&2; exit 1; }
+	test -x $(LOCALSTACK_VENV)/bin/python || $(LOCALSTACK_PYTHON) -m venv --clear $(LOCALSTACK_VENV)
+	$(LOCALSTACK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCALSTACK_VENV)/bin/python -m pip install --quiet -r tests/localstack-requirements.txt
+	touch $@
+
+localstack: $(LOCALSTACK_STAMP) ## the LocalStack virtualenv for tests/localstack (needs CPython 3.13; make test builds it when it finds one)
+
+# make pytest/test: build the LocalStack virtualenv when an interpreter is found; else say so
+# plainly and go on (its tests then skip, with the same reason), unless LOCALSTACK_PASS=required.
+localstack-if-possible:
+	@if [ -n "$(LOCALSTACK_PYTHON)" ]; then \
+		$(MAKE) --no-print-directory localstack LOCALSTACK_PYTHON="$(LOCALSTACK_PYTHON)"; \
+	elif [ "$(LOCALSTACK_PASS)" = required ]; then \
+		echo "$(LOCALSTACK_NONE)" >&2; exit 1; \
+	else \
+		echo "$(LOCALSTACK_NONE). The tests under tests/localstack are skipped; everything else runs." >&2; \
+	fi
+
+pytest: $(STAMP) localstack-if-possible ## the test suite, in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats one)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## the benchmarks under bench/; each prints a table and updates bench/RESULTS.md
