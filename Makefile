@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DOCKERFILES := $(wildcard docker/*.Dockerfile)
+DOCKERFILES := $(wildcard docker/*.Dockerfile tests/containers/*.Dockerfile)
 PYTEST_ARGS ?=
 
-.PHONY: help install run uploads messages logs test lint typecheck hadolint deploy-lint pytest localstack localstack-if-possible bench soak audit clean
+.PHONY: help install run uploads messages logs test lint typecheck hadolint deploy-lint pytest localstack localstack-if-possible images containers-if-possible bench soak audit clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -57,7 +57,7 @@ $(CHECKOV_STAMP): deploy/checkov-requirements.txt $(STAMP)
 	touch $@
 
 deploy-lint: $(STAMP) $(CHECKOV_STAMP) ## compose file, workflows (schema + zizmor), CloudFormation (cfn-lint + checkov)
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml docker/compose.host.yaml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 	$(VENV)/bin/cfn-lint deploy/stack.yaml
@@ -94,7 +94,28 @@ localstack-if-possible:
 		echo "$(LOCALSTACK_NONE). The tests under tests/localstack are skipped; everything else runs." >&2; \
 	fi
 
-pytest: $(STAMP) localstack-if-possible ## the test suite, in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats one)
+# The container checks (tests/containers) build both images with the real Dockerfiles and run
+# them, and docker/compose.yaml, on a Docker engine of their own: as root they install Debian's
+# docker.io and debootstrap when missing, start a private dockerd, and make the Dockerfiles' base
+# image from Debian (cached in /var/cache/upload-messaging, or CONTAINER_CACHE). CONTAINER_ENGINE=system
+# uses the machine's docker instead (the GitHub workflows). Where neither can be had, make
+# pytest/test say so plainly and those tests skip with the same reason; CONTAINER_CHECKS=required
+# (.ci/run) makes that an error.
+CONTAINERS_NONE := Container checks: cannot run: no Docker engine can be started here (a private dockerd needs root, and apt-get for Debian's docker.io and debootstrap; or CONTAINER_ENGINE=system with a running daemon)
+
+images: $(STAMP) ## build both images on a private Docker engine and check the containers and compose (root; installs docker.io)
+	CONTAINER_CHECKS=required $(PY) -m pytest tests/containers -p no:randomly $(PYTEST_ARGS)
+
+containers-if-possible:
+	@if [ "$(CONTAINER_ENGINE)" = system ] || { [ "$$(id -u)" = 0 ] && \
+		{ command -v dockerd >/dev/null || command -v apt-get >/dev/null; }; }; then :; \
+	elif [ "$(CONTAINER_CHECKS)" = required ]; then \
+		echo "$(CONTAINERS_NONE)" >&2; exit 1; \
+	else \
+		echo "$(CONTAINERS_NONE). The tests under tests/containers are skipped; everything else runs." >&2; \
+	fi
+
+pytest: $(STAMP) localstack-if-possible containers-if-possible ## the test suite, in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats one)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## the benchmarks under bench/; each prints a table and updates bench/RESULTS.md

@@ -123,3 +123,27 @@ def test_init_creates_bucket_queues_and_log_groups(moto_url: str, tmp_path: Path
     s3.delete_bucket(Bucket=env["BUCKET_NAME"])
     for group in env["LOG_GROUPS"].split(","):
         logs.delete_log_group(logGroupName=group)
+
+
+def test_host_override_covers_every_service_at_the_published_ports() -> None:
+    """``compose.host.yaml`` (an engine without a bridge network) puts every service on the host's
+    network, listening where the base file publishes it unless a port variable moves it, and
+    points every AWS client at that moto."""
+    host: dict[str, Any] = yaml.safe_load((ROOT / "docker" / "compose.host.yaml").read_text())
+    assert set(host["services"]) == set(SERVICES)
+    moto = "http://127.0.0.1:${MOTO_PORT:-5000}"
+    for name, service in host["services"].items():
+        assert service["network_mode"] == "host", name
+        env = service["environment"]
+        if name == "moto":
+            assert env["MOTO_PORT"] == "${MOTO_PORT:-5000}"
+            continue
+        assert env["AWS_ENDPOINT_URL"] == moto, name
+        if "ports" in SERVICES[name]:
+            (published,) = SERVICES[name]["ports"]
+            port = published.split(":")[1]
+            assert env["HOST"] == "127.0.0.1"
+            assert env["PORT"].endswith(f":-{port}}}"), (name, env["PORT"])
+    for name in ("sqssvc", "sqssvc-fifo"):
+        queue = env_of(name)["QUEUE_URL"].removeprefix("http://moto:5000")
+        assert host["services"][name]["environment"]["QUEUE_URL"] == moto + queue

@@ -139,6 +139,32 @@ def test_deploy_pushes_by_sha_and_rolls_the_right_container(short: str) -> None:
     assert "--password-stdin" in text  # the registry password never becomes an argument
 
 
+@pytest.mark.parametrize(("workflow", "job"), [("ci", "image"), ("deploy", "deploy")])
+@pytest.mark.parametrize("short", sorted(SERVICES))
+def test_the_image_is_checked_as_a_container_after_its_build(
+    short: str, workflow: str, job: str
+) -> None:
+    """After the build (loaded into the runner's Docker) the job runs the container checks of
+    .ci/run on that very image, on the runner's engine; a deploy pushes only afterwards."""
+    service = SERVICES[short]
+    steps = load(f"{workflow}-{short}.yml")["jobs"][job]["steps"]
+    names = [str(s.get("uses", "")).split("@")[0] or s.get("run", "") for s in steps]
+    build = names.index("docker/build-push-action")
+    check = names.index("make images")
+    assert build < check
+    assert names.index("actions/setup-python") < check
+    built = steps[build]["with"]
+    assert built["load"] is True
+    assert built["push"] is False
+    env = steps[check]["env"]
+    assert env["CONTAINER_ENGINE"] == "system"
+    assert env["BUILDX_BUILDER"] == "default"  # `docker build` of the other images loads them
+    assert env[f"IMAGE_{service.upper()}"] == built["tags"]
+    if workflow == "deploy":
+        assert names[check + 1 :] == ['docker push "$IMAGE"', names[-1]]
+        assert steps[check + 1]["env"]["IMAGE"] == built["tags"]
+
+
 def test_every_repository_variable_is_documented() -> None:
     """Each ``vars.X`` the workflows read is explained in docs/deployment.md."""
     used = set()
