@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DOCKERFILES := $(wildcard docker/*.Dockerfile tests/containers/*.Dockerfile)
 PYTEST_ARGS ?=
 
-.PHONY: help install run uploads messages logs test lint typecheck hadolint deploy-lint pytest localstack localstack-if-possible images containers-if-possible bench soak audit clean
+.PHONY: help install run uploads messages logs test lint typecheck hadolint deploy-lint pytest localstack localstack-if-possible browser browser-if-possible images containers-if-possible bench soak audit clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -97,6 +97,34 @@ localstack-if-possible:
 		echo "$(LOCALSTACK_NONE). The tests under tests/localstack are skipped; everything else runs." >&2; \
 	fi
 
+# The browser test (tests/s3svc/test_page_browser.py) drives Debian's chromium through its
+# chromedriver. When either is missing, make pytest/test install both with apt-get if they run as
+# root where apt-get exists; otherwise they say plainly that the browser test cannot run, and its
+# tests skip with the same reason. BROWSER_PASS=required (.ci/run) makes that an error instead.
+BROWSER_NONE := Browser test: cannot run: chromium or chromedriver is missing and cannot be installed here (that needs root and apt-get: apt-get install chromium chromium-driver)
+BROWSER_APT := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+
+browser: ## Debian's chromium and chromium-driver for the browser test (apt-get; needs root)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "browser test: $$(chromium --version 2>/dev/null) with $$(chromedriver --version | cut -d' ' -f1-2)"; \
+	else \
+		echo "browser test: installing chromium and chromium-driver with apt-get" >&2; \
+		$(BROWSER_APT); \
+	fi
+
+# make pytest/test: install the browser when it can; else say so and go on (the browser test then
+# skips, with the same reason), unless BROWSER_PASS=required.
+browser-if-possible:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		$(MAKE) --no-print-directory browser || { [ "$(BROWSER_PASS)" != required ] && \
+			echo "Browser test: cannot run: apt-get install chromium chromium-driver failed. Its tests are skipped; everything else runs." >&2; }; \
+	elif [ "$(BROWSER_PASS)" = required ]; then \
+		echo "$(BROWSER_NONE)" >&2; exit 1; \
+	else \
+		echo "$(BROWSER_NONE). Its tests are skipped; everything else runs." >&2; \
+	fi
+
 # The container checks (tests/containers) build both images with the real Dockerfiles and run
 # them, and docker/compose.yaml, on a Docker engine of their own: as root they install Debian's
 # docker.io and debootstrap when missing, start a private dockerd, and make the Dockerfiles' base
@@ -118,7 +146,7 @@ containers-if-possible:
 		echo "$(CONTAINERS_NONE). The tests under tests/containers are skipped; everything else runs." >&2; \
 	fi
 
-pytest: $(STAMP) localstack-if-possible containers-if-possible ## the test suite, in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats one)
+pytest: $(STAMP) localstack-if-possible browser-if-possible containers-if-possible ## the test suite, in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats one)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## the benchmarks under bench/; each prints a table and updates bench/RESULTS.md

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from common.appkeys import (
     ACCESS_LOG,
     IN_FLIGHT,
     OPENAPI,
+    PUBLIC_HANDLERS,
     READINESS,
     SETTINGS,
     SHUTTING_DOWN,
@@ -73,8 +74,16 @@ def _is_probe(request: web.Request) -> bool:
 
 
 def _is_open(request: web.Request) -> bool:
-    """Routes that need no API key: the probes and the OpenAPI document."""
-    return _is_probe(request) or request.match_info.route.handler is _openapi
+    """Routes that need no API key: the probes, the OpenAPI document and ``add_public_get``'s."""
+    handler = request.match_info.route.handler
+    return _is_probe(request) or handler is _openapi or handler in request.app[PUBLIC_HANDLERS]
+
+
+def add_public_get(app: web.Application, path: str, handler: Handler) -> None:
+    """A GET (and HEAD) route that, like the probes, needs no API key: a page for people, whose
+    own requests then carry the key."""
+    app.router.add_get(path, handler, allow_head=True)
+    app[PUBLIC_HANDLERS].add(handler)
 
 
 def create_base_app(
@@ -95,6 +104,7 @@ def create_base_app(
     app[SHUTTING_DOWN] = asyncio.Event()
     app[IN_FLIGHT] = InFlight()
     app[ACCESS_LOG] = get_logger("common.middleware").bind()
+    app[PUBLIC_HANDLERS] = set()
     app.router.add_get("/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/health", _health, allow_head=True)
     app.router.add_get(f"{settings.base_path}/ready", _ready, allow_head=True)

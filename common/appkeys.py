@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from structlog.typing import FilteringBoundLogger
 
 from common.config import CommonSettings
@@ -20,6 +21,8 @@ ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
 SETTINGS: web.AppKey[CommonSettings] = web.AppKey("common_settings", CommonSettings)
 READINESS: web.AppKey[ReadinessCheck] = web.AppKey("readiness", ReadinessCheck)  # type: ignore[arg-type]
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+# Handlers that need no API key beyond the probes and the document (a service's own web page).
+PUBLIC_HANDLERS: web.AppKey[set[Handler]] = web.AppKey("public_handlers", set)
 SHUTTING_DOWN: web.AppKey[asyncio.Event] = web.AppKey("shutting_down", asyncio.Event)
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
 # The access line's logger, bound once when the app is built (after logging is configured): the

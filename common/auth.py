@@ -1,5 +1,6 @@
-"""Optional API keys: with ``API_KEYS_SHA256`` set, every route but health, ready and the OpenAPI
-document needs ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``.
+"""Optional API keys: with ``API_KEYS_SHA256`` set, every route but health, ready, the OpenAPI
+document and a service's public page (``common.app.add_public_get``) needs
+``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``.
 
 Only SHA-256 digests of the keys are configured, so a task definition (or a leaked environment)
 never holds a usable key; inject the value from Secrets Manager (see docs/api.md). The presented

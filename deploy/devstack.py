@@ -125,6 +125,7 @@ def banner(args: argparse.Namespace, endpoint: str, made: dict[str, str]) -> str
             f"devstack ready: emulated AWS on {endpoint} "
             f"(bucket {made['bucket']}, log group {LOG_GROUP})",
             f"  s3svc   http://localhost:{s3}/s3",
+            f"    upload page, in a browser: http://localhost:{s3}/s3/",
             f"    curl http://localhost:{s3}/s3/health",
             f'    curl -F "file=@README.md" http://localhost:{s3}/s3/upload',
             f"  sqssvc  http://localhost:{sqs}/sqs  (queue {made['queue_url']})",

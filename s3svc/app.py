@@ -1,4 +1,4 @@
-"""s3svc's app factory and its one route, ``POST {BASE_PATH}/upload``."""
+"""s3svc's app factory and its route ``POST {BASE_PATH}/upload`` (the upload page: s3svc/page.py)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ from s3svc.digests import (
 from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
 from s3svc.keys import idempotent_key, make_key
 from s3svc.openapi import spec
+from s3svc.page import add_page
 from s3svc.upload import ByteLimit, CommitFailed, Staged, StoredFile, Uploader
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of them
@@ -384,4 +385,5 @@ def create_app(settings: S3Settings) -> web.Application:
     app.cleanup_ctx.append(uploader_ctx)
     app.cleanup_ctx.append(download_links_ctx(settings))
     app.router.add_post(f"{settings.common.base_path}/upload", upload)
+    add_page(app, settings)
     return app

@@ -25,6 +25,7 @@ ENV_SSE = "S3_SSE"
 ENV_KMS_KEY = "S3_SSE_KMS_KEY_ID"
 ENV_DOWNLOAD_SECONDS = "DOWNLOAD_URL_SECONDS"
 ENV_DOWNLOAD_ENDPOINT = "DOWNLOAD_URL_ENDPOINT"
+ENV_UPLOAD_PAGE = "UPLOAD_PAGE"
 
 # S3's own limits: parts 5 MiB-5 GiB, at most 10,000 parts.
 MIN_PART_SIZE = 5 * MIB
@@ -68,6 +69,8 @@ class S3Settings:
     download_url_seconds: int = 0
     # The S3 endpoint written into download links; None: the one the service calls.
     download_url_endpoint: str | None = None
+    # Serve the upload page for people at GET {BASE_PATH}/ (s3svc/page.py).
+    upload_page: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
@@ -190,5 +193,11 @@ class S3Settings:
                 ENV_DOWNLOAD_ENDPOINT,
                 doc="S3 endpoint written into download links, when users reach S3 under another "
                 "name than the service does (default: the service's own)",
+            ),
+            upload_page=env.flag(
+                ENV_UPLOAD_PAGE,
+                d.upload_page,
+                doc="serve the upload page for people at {BASE_PATH}/ (its script and style under "
+                "{BASE_PATH}/page/); false: those paths are not routes",
             ),
         )

@@ -52,6 +52,71 @@ STORED = {
 }
 
 
+PAGE_HEADERS = {
+    name: {"schema": {"type": "string"}, "description": text}
+    for name, text in (
+        ("Content-Security-Policy", "default-src 'none'; only the page's own origin"),
+        ("Cache-Control", "no-cache, or a year for a file asked for by its digest (?v=)"),
+        ("ETag", "the content's digest; If-None-Match with it answers 304"),
+    )
+}
+
+
+def page_paths(base: str) -> dict[str, Any]:
+    """The upload page (``UPLOAD_PAGE``): the HTML and its two files, open without an API key."""
+    not_modified = {"description": "Not modified (If-None-Match)", "headers": PAGE_HEADERS}
+    return {
+        f"{base}/": {
+            "get": {
+                "summary": "The upload page for people (HTML; UPLOAD_PAGE=false removes it)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The page",
+                        "headers": PAGE_HEADERS,
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "304": not_modified,
+                },
+            }
+        },
+        f"{base}/page/{{asset}}": {
+            "get": {
+                "summary": "The upload page's script or style sheet",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["page.css", "page.js"]},
+                    },
+                    {
+                        "name": "v",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "the content's digest, as the page names it: then the "
+                        "answer may be cached for a year",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "headers": PAGE_HEADERS,
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "304": not_modified,
+                    **error_responses(404),
+                },
+            }
+        },
+    }
+
+
 def spec(settings: S3Settings) -> dict[str, Any]:
     """The document for this configuration (base path, auth)."""
     base = settings.common.base_path
@@ -108,4 +173,6 @@ def spec(settings: S3Settings) -> dict[str, Any]:
             },
         }
     }
+    if settings.upload_page:
+        doc["paths"].update(page_paths(base))
     return doc

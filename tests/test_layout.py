@@ -38,6 +38,7 @@ WEB = (
     "common.server",
     "s3svc.app",
     "s3svc.downloads",
+    "s3svc.page",
     "sqssvc.app",
     "sqssvc.reading",
 )

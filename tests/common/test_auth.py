@@ -117,7 +117,8 @@ async def test_every_protected_route_of_both_services_needs_a_key(
     aiohttp_client: Callable[..., Any], service: str
 ) -> None:
     """Each real route of each service, walked from its router: 401 for missing, wrong, empty
-    and prefix-of-valid keys; only health, ready and openapi.json answer without one."""
+    and prefix-of-valid keys; only health, ready, openapi.json and s3svc's upload page (with its
+    files) answer without one."""
     from s3svc.app import create_app as create_s3
     from sqssvc.app import create_app as create_sqs
     from sqssvc.config import SqsSettings
@@ -140,9 +141,11 @@ async def test_every_protected_route_of_both_services_needs_a_key(
         if route.method == "HEAD" or route.resource is None:
             continue
         path = route.resource.canonical
-        open_route = path.endswith(("/health", "/ready", "/openapi.json"))
+        page = path == "/s3/" or path.startswith("/s3/page/")
+        open_route = page or path.endswith(("/health", "/ready", "/openapi.json"))
         for headers in bad:
-            resp = await client.request(route.method, path, headers=headers)
+            concrete = path.replace("{asset}", "page.js")  # the page's files: one real name
+            resp = await client.request(route.method, concrete, headers=headers)
             if open_route:
                 assert resp.status != 401, path
             else:

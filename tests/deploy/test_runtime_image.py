@@ -214,17 +214,32 @@ def _get_health(port: int, timeout: float = 30.0) -> dict[str, object]:
             time.sleep(0.1)
 
 
+def _check_upload_page(port: int) -> None:
+    """The upload page's files are package data: the wheel, and so the image, serves them."""
+    base = f"http://127.0.0.1:{port}/s3"
+    with urllib.request.urlopen(f"{base}/", timeout=5) as page:
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+        html = page.read().decode()
+    for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
+        assert f"/s3/page/{name}?v=" in html
+        with urllib.request.urlopen(f"{base}/page/{name}", timeout=5) as got:
+            assert got.headers["Content-Type"] == f"{kind}; charset=utf-8"
+            assert got.read()
+
+
 def test_runtime_stage_serves_health_and_passes_its_healthcheck(
     running: tuple[str, Dockerfile, Runtime, Running],
 ) -> None:
-    """CMD with the Dockerfile's ENV answers /health; HEALTHCHECK passes, then fails once stopped;
-    STOPSIGNAL ends it with status 0."""
+    """CMD with the Dockerfile's ENV answers /health (s3svc also its upload page, from the wheel's
+    package data); HEALTHCHECK passes, then fails once stopped; STOPSIGNAL ends it with status 0."""
     service, df, _, run = running
     assert df.final.exec_form("CMD") == ["python", "-m", service]
     assert run.env["PYTHONUNBUFFERED"] == "1"
     body = _get_health(run.port)
     assert body["status"] == "ok", run.log.read_text()
     assert body["service"] == service
+    if service == "s3svc":
+        _check_upload_page(run.port)
 
     options, check = df.final.healthcheck()
     assert check[0] == "python", "the image has no curl: the check must use the interpreter"

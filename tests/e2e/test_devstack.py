@@ -219,6 +219,17 @@ def test_banner_names_the_peek_commands(devstack: Devstack) -> None:
     assert "make logs" in text
 
 
+def test_banner_names_the_upload_page(devstack: Devstack) -> None:
+    """The banner names the upload page, and the page is there (HTML, with its CSP)."""
+    text = devstack.output.read_text(errors="replace")
+    port = devstack.ports["8080"]
+    assert f"upload page, in a browser: http://localhost:{port}/s3/" in text
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/s3/", timeout=10) as page:
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        assert 'data-download-links="on"' in page.read().decode()
+
+
 def test_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:
     """A taken port is named in a one-line message that names every port flag."""
     with socket.socket() as busy:

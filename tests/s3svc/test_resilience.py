@@ -132,12 +132,17 @@ async def test_twenty_percent_failing_calls(
     assert await open_uploads(s3, bucket) == []
 
 
+@pytest.mark.parametrize("page", [True, False])
 @pytest.mark.parametrize("with_keys", [False, True])
 async def test_openapi_matches_routes(
-    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings], with_keys: bool
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    with_keys: bool,
+    page: bool,
 ) -> None:
-    """Every route is in the document and every documented operation is a route."""
-    settings = make_s3_settings()
+    """Every route is in the document and every documented operation is a route, the upload
+    page's (UPLOAD_PAGE) included."""
+    settings = make_s3_settings(upload_page=page)
     if with_keys:
         settings = replace(settings, common=replace(settings.common, api_keys_sha256=("0" * 64,)))
     app = create_app(settings)
@@ -145,6 +150,7 @@ async def test_openapi_matches_routes(
     doc = await (await client.get("/s3/openapi.json")).json()
     assert_document_matches_routes(app, doc)
     assert ("security" in doc) is with_keys
+    assert ("/s3/" in doc["paths"]) is page
 
 
 def test_openapi_document_is_valid_3_1(make_s3_settings: Callable[..., S3Settings]) -> None:
