@@ -20,7 +20,7 @@ async def read_body(content: StreamReader, declared: int | None, limit: int, pac
             f"request body of {declared} bytes exceeds the limit of {limit} bytes",
             code="payload_too_large",
         )
-    clock = BodyClock(pace)
+    clock = BodyClock(pace, lambda: content.total_bytes)
     chunks: list[bytes] = []
     size = 0
     while chunk := await clock.chunk(content.readany()):

@@ -43,3 +43,11 @@ def parse_key(raw: str | None) -> str | None:
 def scoped_digest(key: str, scope: str) -> str:
     """A 64-character hex digest naming ``key`` within ``scope`` (the caller; "" when global)."""
     return hashlib.sha256(f"{scope}\n{key}".encode("ascii")).hexdigest()
+
+
+def parse_header(values: list[str]) -> str | None:
+    """The key from every ``Idempotency-Key`` header line a request carried: None without one,
+    400 ``invalid_idempotency_key`` when sent more than once (which would count?) or malformed."""
+    if len(values) > 1:
+        raise BadRequest(f"{HEADER} was sent {len(values)} times", code="invalid_idempotency_key")
+    return parse_key(values[0] if values else None)

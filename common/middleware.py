@@ -22,12 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from common.appkeys import ACCESS_LOG, IN_FLIGHT, SETTINGS, SHUTTING_DOWN
-from common.errors import ServiceError
+from common.errors import ServiceError, UnsupportedMediaType
 from common.logging import get_logger
 from common.metrics import COUNT, COUNTED_ERRORS, Metrics, request_metrics
 from common.refusals import refusal
@@ -174,10 +174,23 @@ def _log_access(
     write_access_line(request.app, fields, request.get(REQUEST_METRICS, {}))
 
 
+def _refuse_encoded_body(request: web.Request) -> None:
+    """415 for a compressed request body. aiohttp would inflate it on the fly: a 200 KB gzip
+    body becomes a 200 MiB upload that no Content-Length check or rate rule sees coming."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"compressed request bodies (Content-Encoding: {encoding[:40]}) are not accepted; "
+            "send the body as it is",
+            code="unsupported_content_encoding",
+        )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the JSON error shape; internals never reach the caller."""
     try:
+        _refuse_encoded_body(request)
         return await handler(request)
     except ServiceError as exc:
         structlog.contextvars.bind_contextvars(error=exc.code)

@@ -25,7 +25,7 @@ from common.errors import (
     UnsupportedMediaType,
 )
 from common.idempotency import HEADER as IDEMPOTENCY_HEADER
-from common.idempotency import parse_key, scoped_digest
+from common.idempotency import parse_header, scoped_digest
 from common.logging import get_logger
 from common.metrics import BYTES
 from common.middleware import add_metric
@@ -135,9 +135,9 @@ async def _text(part: BodyPartReader, clock: BodyClock) -> str:
 
 
 def _stated(part: BodyPartReader) -> Stated:
-    """The digests a file part's Content-Digest header states (none without one)."""
-    header = part.headers.get(CONTENT_DIGEST)
-    return parse_content_digest(header) if header is not None else Stated()
+    """The digests a file part's Content-Digest headers state (none without one)."""
+    headers = part.headers.getall(CONTENT_DIGEST, [])
+    return parse_content_digest(", ".join(headers)) if headers else Stated()
 
 
 async def _open_multipart(request: web.Request) -> MultipartReader:
@@ -178,6 +178,9 @@ async def _stage_form(
     # An upper bound on each file's size, so a huge file gets parts large enough for S3.
     bound = min(request.content_length or settings.max_upload_bytes, settings.max_upload_bytes)
     while (part := await _next_part(reader, clock)) is not None:
+        if staged:
+            # More of the body follows: the last file must not hold memory meanwhile.
+            await uploader.spill(staged[-1])
         if not part.name or len(part.name) > MAX_FIELD_NAME:
             raise BadRequest(
                 f"every form field needs a name of 1 to {MAX_FIELD_NAME} characters",
@@ -226,6 +229,7 @@ async def _stage_form(
                 clock=clock,
                 size_bound=bound,
                 stated=_stated(part).merge(pending) if pending else _stated(part),
+                exclusive=not idempotency,
             )
         )
         pending = None
@@ -277,7 +281,7 @@ async def upload(request: web.Request) -> web.Response:
     settings = request.app[S3_SETTINGS]
     if settings.bucket is None:
         raise NotConfigured("uploads are disabled: BUCKET_NAME is not set", code="not_configured")
-    key = parse_key(request.headers.get(IDEMPOTENCY_HEADER))
+    key = parse_header(request.headers.getall(IDEMPOTENCY_HEADER, []))
     if key is not None:
         request[IDEMPOTENCY_SCOPE] = scoped_digest(key, caller(request))
     declared = request.content_length
@@ -290,7 +294,7 @@ async def upload(request: web.Request) -> web.Response:
         )
     reader = await _open_multipart(request)
     uploader = request.app[UPLOADER]
-    clock = BodyClock(Pace.of(settings.common))
+    clock = BodyClock(Pace.of(settings.common), lambda: request.content.total_bytes)
     staged: list[Staged] = []
     stored: list[StoredFile] = []
     try:

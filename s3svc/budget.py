@@ -1,9 +1,9 @@
-"""A process-wide byte budget with first-come-first-served, bounded waits.
+"""Process-wide byte budgets with first-come-first-served, bounded waits.
 
-Uploads hold reservations in two budgets (see :mod:`s3svc.upload`): the bytes they buffer, and
-the right to grow a buffer to a whole part. A reservation that cannot be had within ``wait``
-seconds fails with ``503 busy``: under overload (or when every holder waits for every other)
-callers are told to come back, never left hanging.
+Uploads reserve memory from two budgets (see :mod:`s3svc.upload`): small buffers byte by byte,
+and part buffers a whole part at a time. A reservation that cannot be had within ``wait``
+seconds fails with ``503 busy``: under overload callers are told to come back, never left
+hanging. A :class:`Meter` shared by budgets counts what they hold together.
 """
 
 from __future__ import annotations
@@ -17,12 +17,26 @@ from common.errors import Unavailable
 BUSY_RETRY_AFTER = 5
 
 
+class Meter:
+    """Bytes held across several budgets, and the most ever held at once."""
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.peak = 0
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more bytes held (negative: released)."""
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+
 class MemoryBudget:
     """``acquire(n)`` waits (at most ``wait`` seconds) until ``n`` more bytes fit under ``limit``."""
 
-    def __init__(self, limit: int, wait: float) -> None:
+    def __init__(self, limit: int, wait: float, meter: Meter | None = None) -> None:
         self.limit = limit
         self.wait = wait
+        self.meter = meter or Meter()
         self.used = 0
         self.peak = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -59,14 +73,23 @@ class MemoryBudget:
                 ) from None
             raise
 
+    def try_acquire(self, n: int) -> bool:
+        """Reserve ``n`` bytes if they fit now, without waiting (and without jumping a queue)."""
+        if self._waiters or self.used + n > self.limit:
+            return False
+        self._take(n)
+        return True
+
     def release(self, n: int) -> None:
         """Return ``n`` bytes and wake the waiters that now fit, in arrival order."""
         self.used -= n
+        self.meter.add(-n)
         self._wake()
 
     def _take(self, n: int) -> None:
         self.used += n
         self.peak = max(self.peak, self.used)
+        self.meter.add(n)
 
     def _wake(self) -> None:
         while self._waiters:
@@ -97,6 +120,13 @@ class Hold:
         """Hold ``n`` more bytes (waits as :meth:`MemoryBudget.acquire` does)."""
         await self.budget.acquire(n)
         self.n += n
+
+    def try_grow(self, n: int) -> bool:
+        """Hold ``n`` more bytes if they fit now; False (nothing held) otherwise."""
+        if not self.budget.try_acquire(n):
+            return False
+        self.n += n
+        return True
 
     def release(self) -> None:
         """Give back everything held."""

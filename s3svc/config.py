@@ -129,9 +129,10 @@ class S3Settings:
         budget = env.size(
             ENV_MEMORY_BUDGET,
             d.memory_budget,
-            lo=MIN_PART_SIZE,
+            lo=2 * MIN_PART_SIZE,
             hi=64 * GIB,
-            doc="bytes of file data all uploads of the process may buffer at once (backpressure)",
+            doc="bytes of file data all uploads of the process may buffer at once (backpressure); "
+            "at least two parts",
         )
         max_upload = env.size(
             ENV_MAX_UPLOAD,
@@ -141,16 +142,15 @@ class S3Settings:
             doc="most file bytes one request may carry (a larger Content-Length, beyond 16 KiB of "
             "multipart framing per allowed file, is refused before reading)",
         )
-        if budget < part_size:
+        # One part's worth for small buffers, and at least one whole part of the largest
+        # upload's part size for part buffers (s3svc/upload.py).
+        largest = part_size_for(max_upload, part_size)
+        if budget < part_size + largest:
             env.errors.append(
-                f"{ENV_MEMORY_BUDGET}={budget} is smaller than {ENV_PART_SIZE}={part_size}: "
-                "one part must fit in the budget"
-            )
-        elif budget < (largest := part_size_for(max_upload, part_size)):
-            env.errors.append(
-                f"{ENV_MEMORY_BUDGET}={budget} cannot hold one part of the largest upload: "
-                f"{ENV_MAX_UPLOAD}={max_upload} needs parts of {largest} bytes to fit S3's "
-                f"{MAX_PARTS} parts; raise the budget or lower the limit"
+                f"{ENV_MEMORY_BUDGET}={budget} cannot hold two parts: it needs {ENV_PART_SIZE}="
+                f"{part_size} for small buffers plus one part of {largest} bytes (the part size "
+                f"{ENV_MAX_UPLOAD}={max_upload} needs to fit S3's {MAX_PARTS} parts); raise the "
+                "budget or lower the part size or the limit"
             )
         return cls(
             common=common,

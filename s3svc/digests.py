@@ -27,8 +27,9 @@ from common.errors import BadRequest
 
 CONTENT_DIGEST = "Content-Digest"
 SHA256_FIELD = "sha256"
-# One dictionary member: a lowercase key and a byte sequence (RFC 8941), nothing else.
-_MEMBER_RE = re.compile(r"^([a-z*][a-z0-9_.*-]*)=:([A-Za-z0-9+/]*={0,2}):\Z")
+# A dictionary member's key (RFC 8941), and a byte-sequence value with optional parameters.
+_KEY_RE = re.compile(r"^[a-z*][a-z0-9_.*-]*\Z")
+_BYTES_RE = re.compile(r"^:([A-Za-z0-9+/]*={0,2}):(?:;.*)?\Z")
 _HEX_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
 # What each algorithm we verify is called in a Content-Digest header, and its digest length.
 _KNOWN = {"sha-256": 32, "crc64nvme": 8}
@@ -58,26 +59,36 @@ class Stated:
 
 
 def parse_content_digest(value: str) -> Stated:
-    """A ``Content-Digest`` header's digests we know; 400 ``invalid_digest`` when malformed."""
+    """A ``Content-Digest`` header's digests we know; 400 ``invalid_digest`` when malformed.
+
+    Members of unknown algorithms are skipped whatever their value; parameters are ignored; the
+    same algorithm twice with two different digests is refused (which one would be meant?).
+    """
     found: dict[str, bytes] = {}
     for member in value.split(","):
-        m = _MEMBER_RE.match(member.strip())
-        if m is None:
+        name, _, rest = member.strip().partition("=")
+        if not _KEY_RE.match(name):
             raise BadRequest(
                 f"{CONTENT_DIGEST} must be like sha-256=:<base64>: (RFC 9530)",
                 code="invalid_digest",
             )
-        name, encoded = m.groups()
         if name not in _KNOWN:
             continue
-        try:
-            digest = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            digest = b""
+        m = _BYTES_RE.match(rest.strip())
+        digest = b""
+        if m is not None:
+            try:
+                digest = base64.b64decode(m.group(1), validate=True)
+            except binascii.Error:
+                digest = b""
         if len(digest) != _KNOWN[name]:
             raise BadRequest(
-                f"{CONTENT_DIGEST} {name} must be {_KNOWN[name]} bytes in base64",
+                f"{CONTENT_DIGEST} {name} must be :<base64>: of {_KNOWN[name]} bytes",
                 code="invalid_digest",
+            )
+        if found.get(name, digest) != digest:
+            raise BadRequest(
+                f"two different {name} digests were stated for one file", code="invalid_digest"
             )
         found[name] = digest
     return Stated(found)

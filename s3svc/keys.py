@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
 MAX_NAME_LENGTH = 100
+# Characters of the original filename kept in metadata (S3 allows 2 KiB of user metadata).
+MAX_METADATA = 1024
 FALLBACK_NAME = "file"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
@@ -62,4 +64,12 @@ def idempotent_key(prefix: str, scope: str, position: int) -> str:
 
 def metadata_filename(name: str | None) -> str:
     """The original filename as an S3 metadata value (HTTP headers carry ASCII only)."""
-    return quote(decode_filename(name or ""), safe=" ._-()")[:1024]
+    quoted = quote(decode_filename(name or ""), safe=" ._-()")
+    if len(quoted) <= MAX_METADATA:
+        return quoted
+    # Cut at the limit, but never inside a %XX escape (nor a UTF-8 sequence of them: the
+    # dropped tail is whole characters).
+    cut = quoted[:MAX_METADATA]
+    if (pct := cut.rfind("%", MAX_METADATA - 2)) != -1:
+        cut = cut[:pct]
+    return quote(unquote(cut, errors="ignore"), safe=" ._-()")

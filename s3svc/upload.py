@@ -35,13 +35,14 @@ import asyncio
 import io
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from common.aws import aws_error_code, is_aws_failure, to_service_error
 from common.errors import BadRequest, PayloadTooLarge, ServiceError
 from common.logging import get_logger
 from common.pace import BodyClock
-from s3svc.budget import Hold, MemoryBudget
+from s3svc.budget import Hold, MemoryBudget, Meter
 from s3svc.config import MAX_PARTS, S3Settings, part_size_for
 from s3svc.digests import FileChecksums, Stated, b64, checksum_fields, crc_bytes
 from s3svc.keys import metadata_filename
@@ -59,6 +60,8 @@ READ_CHUNK = 256 * 1024
 SLOT_THRESHOLD = 1024 * 1024
 # Abort must finish even while the request is being cancelled; bound it so shutdown cannot hang.
 ABORT_TIMEOUT = 10.0
+# How far S3's clock may be behind ours when telling our stray uploads from another task's.
+CLOCK_SKEW = timedelta(seconds=2)
 
 
 class FilePart(Protocol):
@@ -106,7 +109,10 @@ class StoredFile:
     checksum: Mapping[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        """The response item: ``version_id`` only when the bucket is versioned."""
+        """The response item: ``version_id`` only when the bucket is versioned. A replay names
+        the object only: its bytes are the earlier request's, which this one never saw."""
+        if self.replayed:
+            return {"bucket": self.bucket, "key": self.key, "replayed": True}
         out: dict[str, Any] = {
             "bucket": self.bucket,
             "key": self.key,
@@ -121,8 +127,6 @@ class StoredFile:
         out.update(self.checksum)
         if self.verified:
             out["verified"] = list(self.verified)
-        if self.replayed:
-            out["replayed"] = True
         return out
 
 
@@ -143,6 +147,8 @@ class Staged:
     parts: list[CompletedPartTypeDef] = field(default_factory=list)
     # Stray multipart uploads found and aborted after a retried create.
     strays_aborted: int = 0
+    # False when other requests may use the same key (an idempotency key names it).
+    exclusive: bool = True
 
 
 class CommitFailed(Exception):
@@ -181,9 +187,13 @@ class Uploader:
         self.settings = settings
         # Without a bucket (local-safe mode) the handler refuses uploads before staging.
         self.bucket = settings.bucket or ""
-        # Bytes buffered by every upload of the process, and slots for part-sized buffers.
-        self.memory = MemoryBudget(settings.memory_budget, settings.memory_wait)
-        self.buffers = MemoryBudget(settings.memory_budget, settings.memory_wait)
+        # The memory budget in two pools: one part's worth for small buffers, reserved byte by
+        # byte, and the rest for part buffers, reserved a whole part at a time (a slot).
+        self.meter = Meter()
+        small = settings.part_size
+        wait = settings.memory_wait
+        self.small = MemoryBudget(small, wait, self.meter)
+        self.slots = MemoryBudget(settings.memory_budget - small, wait, self.meter)
         # Work that must end before the S3 client closes: aborts, commits whose request was
         # cancelled, and creates whose request was cancelled (S3 may have made the upload).
         self._pending: set[asyncio.Future[Any]] = set()
@@ -193,7 +203,7 @@ class Uploader:
 
     def busy(self) -> str | None:
         """Why a new upload would have to wait for memory now, or None."""
-        if self.memory.waiting or self.buffers.waiting:
+        if self.small.waiting or self.slots.waiting:
             return "upload memory is exhausted (uploads are waiting for it)"
         return None
 
@@ -216,9 +226,10 @@ class Uploader:
         )
         log.info(
             "upload_memory",
-            limit=self.memory.limit,
-            peak=self.memory.peak,
-            part_slots_peak=self.buffers.peak,
+            limit=self.settings.memory_budget,
+            peak=self.meter.peak,
+            small_peak=self.small.peak,
+            slots_peak=self.slots.peak,
         )
 
     def _object_args(self, content_type: str, filename: str | None) -> dict[str, Any]:
@@ -243,11 +254,14 @@ class Uploader:
         clock: BodyClock,
         size_bound: int | None = None,
         stated: Stated | None = None,
+        exclusive: bool = True,
     ) -> Staged:
         """Read one file whole: in memory if it fits one part, else into an open multipart
         upload with every part sent, then check the digests the client ``stated``. On any
         failure (a mismatch too) nothing of it is left behind."""
-        writer = _FileWriter(self, key, filename, content_type, size_bound, stated or Stated())
+        writer = _FileWriter(
+            self, key, filename, content_type, size_bound, stated or Stated(), exclusive
+        )
         try:
             while chunk := await clock.chunk(part.read_chunk(READ_CHUNK)):
                 limit.add(len(chunk))
@@ -324,7 +338,11 @@ class Uploader:
             return self._stored(f, resp)
         except BaseException as exc:
             if f.upload_id is not None:
-                await self.abort_upload(f.key, f.upload_id, type(exc).__name__)
+                outcome = await self.abort_upload(f.key, f.upload_id, type(exc).__name__)
+                if outcome == "gone" and isinstance(exc, Exception) and is_aws_failure(exc):
+                    # S3 knows the upload no more, yet nothing of ours aborted it: the
+                    # completion whose answer was lost went through. The file is stored.
+                    return self._stored(f, {})
             if is_aws_failure(exc) and not isinstance(exc, ServiceError):
                 raise to_service_error(exc, "S3") from exc
             raise
@@ -359,10 +377,13 @@ class Uploader:
             f.hold.release()
             f.data = None
 
-    async def create(self, key: str, content_type: str, filename: str | None) -> tuple[str, int]:
+    async def create(
+        self, key: str, content_type: str, filename: str | None, *, exclusive: bool = True
+    ) -> tuple[str, int]:
         """CreateMultipartUpload: the upload id, and how many stray uploads on ``key`` were
         aborted (after a retried create)."""
         args = self._object_args(content_type, filename)
+        started = datetime.now(UTC)
         job = asyncio.ensure_future(
             self.client.create_multipart_upload(
                 Bucket=self.bucket,
@@ -379,26 +400,59 @@ class Uploader:
             raise
         upload_id: str = created["UploadId"]
         self._open[upload_id] = key
-        strays = await self._abort_strays(key, upload_id) if _retried(created) else 0
+        strays = 0
+        if _retried(created):
+            strays = await self._abort_strays(key, upload_id, None if exclusive else started)
         return upload_id, strays
 
-    async def _abort_strays(self, key: str, keep: str) -> int:
+    async def _abort_strays(self, key: str, keep: str, since: datetime | None) -> int:
         """A retried create may have created an upload whose answer never arrived: find the
-        uploads on this (unique) key and abort every one but ``keep``."""
+        uploads on ``key`` and abort every one but ``keep``. On a key other requests may use
+        (an idempotency key), only uploads begun since this create started (``since``, less
+        a little clock skew) are taken as its own."""
         try:
             listed = await self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
         except Exception:
             log.warning("stray_search_failed", key=key, exc_info=True)
             return 0
+        floor = None if since is None else since - CLOCK_SKEW
         strays = [
             u["UploadId"]
             for u in listed.get("Uploads", [])
-            if u.get("Key") == key and u.get("UploadId") not in (None, keep)
+            if u.get("Key") == key
+            and u.get("UploadId") not in (None, keep)
+            and (floor is None or u.get("Initiated", floor) >= floor)
         ]
         for upload_id in strays:
             self._open[upload_id] = key
             await self.abort_upload(key, upload_id, "stray")
         return len(strays)
+
+    async def spill(self, f: Staged) -> None:
+        """Move a file held in memory into an open multipart upload of one part, freeing its
+        memory: the request goes on to more of its body, and the file stays uncommitted."""
+        if f.data is None:
+            return
+        f.upload_id, f.strays_aborted = await self.create(
+            f.key, f.content_type, f.filename, exclusive=f.exclusive
+        )
+        checksum = b64(f.checksums.crc64nvme)  # one part: its CRC is the file's
+        try:
+            resp = await self.client.upload_part(
+                Bucket=self.bucket,
+                Key=f.key,
+                UploadId=f.upload_id,
+                PartNumber=1,
+                Body=f.data,
+                ChecksumAlgorithm="CRC64NVME",
+                ChecksumCRC64NVME=checksum,
+            )
+        except Exception as exc:
+            if is_aws_failure(exc):
+                raise to_service_error(exc, "S3") from exc
+            raise
+        f.parts = [{"PartNumber": 1, "ETag": resp["ETag"], "ChecksumCRC64NVME": checksum}]
+        self._free(f)
 
     def _abort_once_created(self, create: asyncio.Future[Any], key: str) -> None:
         """The request was cancelled while CreateMultipartUpload was in flight: S3 may still
@@ -419,21 +473,25 @@ class Uploader:
         fut.add_done_callback(self._pending.discard)
         return fut
 
-    async def abort_upload(self, key: str, upload_id: str, reason: str) -> None:
-        """AbortMultipartUpload, bounded in time; an upload already gone counts as aborted."""
+    async def abort_upload(self, key: str, upload_id: str, reason: str) -> str:
+        """AbortMultipartUpload, bounded in time: "aborted", "gone" (S3 knows no such upload:
+        aborted or completed already) or "failed" (logged; the upload stays recorded)."""
         if upload_id not in self._open:
-            return  # aborted or completed already
+            return "gone"  # aborted or completed already, by this process
         try:
             await asyncio.wait_for(
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
                 ABORT_TIMEOUT,
             )
+            outcome = "aborted"
         except Exception as exc:
             if aws_error_code(exc) != "NoSuchUpload":
                 log.exception("abort_failed", key=key, upload_id=upload_id)
-                return
+                return "failed"
+            outcome = "gone"
         self._open.pop(upload_id, None)
-        log.info("upload_aborted", reason=reason, key=key, upload_id=upload_id)
+        log.info("upload_aborted", reason=reason, key=key, upload_id=upload_id, outcome=outcome)
+        return outcome
 
 
 class _FileWriter:
@@ -447,8 +505,10 @@ class _FileWriter:
         content_type: str,
         size_bound: int | None,
         stated: Stated,
+        exclusive: bool,
     ) -> None:
         self.up = uploader
+        self.exclusive = exclusive
         self.key = key
         self.filename = filename
         self.content_type = content_type
@@ -458,8 +518,8 @@ class _FileWriter:
         self.size = 0
         self.block = io.BytesIO()
         self.block_len = 0
-        self.mem = Hold(uploader.memory)  # the block's bytes
-        self.slot = Hold(uploader.buffers)  # its part slot, once it grows past the threshold
+        self.mem = Hold(uploader.small)  # the block's bytes while it is small
+        self.slot = Hold(uploader.slots)  # a whole part for it, once it grows past the threshold
         self.checksummed: asyncio.Future[int] | None = None
         self.upload_id: str | None = None
         self.inflight = asyncio.Semaphore(uploader.settings.max_inflight_parts)
@@ -473,9 +533,14 @@ class _FileWriter:
             if self.block_len == self.part_size:
                 await self._dispatch()
             take = view[: self.part_size - self.block_len]
-            if not self.slot.n and self.block_len + len(take) > SLOT_THRESHOLD:
+            if not self.slot.n and (
+                self.block_len + len(take) > SLOT_THRESHOLD or not self.mem.try_grow(len(take))
+            ):
+                # A whole part at once (a block with a slot never waits for memory again), when
+                # the block outgrows the small pool's share or the small pool is full: nothing
+                # ever waits for the small pool, so small buffers cannot hold it while waiting.
                 await self.slot.grow(self.part_size)
-            await self.mem.grow(len(take))
+                self.mem.release()  # its bytes so far now count in the slot
             self.block.write(take)
             self.block_len += len(take)
             self.size += len(take)
@@ -487,7 +552,6 @@ class _FileWriter:
         if self.upload_id is None:
             if not self.block_len:
                 raise BadRequest(f"file {self.filename!r} is empty", code="empty_file")
-            self.slot.release()  # the buffer no longer grows
             await _checksum(None, self.sums, self.block)
             self.block.seek(0)
             staged = Staged(
@@ -498,9 +562,11 @@ class _FileWriter:
                 checksums=self.sums,
                 verified=self.sums.verify(self.stated),
                 data=self.block,
-                hold=self.mem,
+                hold=self.slot if self.slot.n else self.mem,
+                exclusive=self.exclusive,
             )
-            self.mem = Hold(self.up.memory)  # the staged file owns the old one now
+            # The staged file owns the block's hold now.
+            self.mem, self.slot = Hold(self.up.small), Hold(self.up.slots)
             return staged
         if self.block_len:
             await self._dispatch()
@@ -515,6 +581,7 @@ class _FileWriter:
             upload_id=self.upload_id,
             parts=parts,
             strays_aborted=self.strays,
+            exclusive=self.exclusive,
         )
 
     async def discard(self) -> None:
@@ -540,7 +607,7 @@ class _FileWriter:
         if self.upload_id is None:
             try:
                 self.upload_id, self.strays = await self.up.create(
-                    self.key, self.content_type, self.filename
+                    self.key, self.content_type, self.filename, exclusive=self.exclusive
                 )
             except Exception as exc:
                 if is_aws_failure(exc):
@@ -555,7 +622,7 @@ class _FileWriter:
         block, holds = self.block, (self.mem, self.slot)
         block.seek(0)
         self.block, self.block_len = io.BytesIO(), 0
-        self.mem, self.slot = Hold(self.up.memory), Hold(self.up.buffers)
+        self.mem, self.slot = Hold(self.up.small), Hold(self.up.slots)
         self.checksummed = crc = asyncio.ensure_future(
             _checksum(self.checksummed, self.sums, block)
         )

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from common.bodies import read_body
 from common.errors import BadRequest, UnsupportedMediaType
-from common.idempotency import HEADER, parse_key
+from common.idempotency import HEADER, parse_header
 from common.pace import Pace
 from sqssvc.messages import parse_json
 
@@ -41,10 +41,7 @@ async def read_json(request: web.Request, limit: int, pace: Pace) -> Any:
 def idempotency_key(request: web.Request) -> str | None:
     """The ``Idempotency-Key`` header's key, or None without one; 400 when it is sent more than
     once or is not 1-255 printable ASCII characters."""
-    values = request.headers.getall(HEADER, [])
-    if len(values) > 1:
-        raise BadRequest(f"{HEADER} was sent {len(values)} times", code="invalid_idempotency_key")
-    return parse_key(values[0] if values else None)
+    return parse_header(request.headers.getall(HEADER, []))
 
 
 def no_idempotency_header(request: web.Request) -> None:

@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 from common.aws import open_client
 from common.config import AwsSettings, CommonSettings
 from s3svc.config import MIB, S3Settings
+from tests import moto_fixes
 
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {
@@ -32,6 +33,7 @@ FAKE_CREDENTIALS = {
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """One real moto server, spoken to over HTTP, for the whole session."""
+    moto_fixes.apply()  # moto's SQS delete/send race (tests/moto_fixes.py)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

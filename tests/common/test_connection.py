@@ -5,6 +5,7 @@ request's headers must arrive within ``REQUEST_HEADERS_TIMEOUT``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -317,7 +318,10 @@ async def test_many_unfinished_heads_are_all_closed(serve: Serve) -> None:
     async def unfinished() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /demo/echo HTTP/1.1\r\nHost: a\r\nContent-Le")
-        await assert_timed_out(reader)
+        # A reset is closed all the same: on a loaded machine the timer can fire before the
+        # server's loop has read the partial head, and a close with unread bytes is a reset.
+        with contextlib.suppress(ConnectionResetError):
+            await assert_timed_out(reader)
         writer.close()
 
     await asyncio.gather(*(unfinished() for _ in range(100)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
@@ -148,16 +149,19 @@ async def test_access_line_counts_a_chunked_body(
     assert access["bytes_in"] == len(payload)
 
 
-async def test_undecodable_body_is_400_json(aiohttp_client: Callable[..., Any]) -> None:
-    """A body that its Content-Encoding cannot decode is the client's fault: 400 in the JSON
-    shape, not a 500."""
+@pytest.mark.parametrize("body", [gzip.compress(b"{}" * 100_000), b"not gzip"])
+async def test_compressed_bodies_are_refused_before_reading(
+    aiohttp_client: Callable[..., Any], body: bytes
+) -> None:
+    """A gzip body (valid or not) is 415 unsupported_content_encoding: aiohttp would inflate
+    it on the fly, so a small body could turn into a huge one no size check saw coming."""
     client = await aiohttp_client(make_app())
     resp = await client.post(
         "/demo/echo",
-        data=b"not gzip",
+        data=body,
         headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
     )
-    assert resp.status == 400
-    body = await resp.json()
-    assert body["error"] == "invalid_content_encoding"
-    assert body["request_id"] == resp.headers["X-Request-ID"]
+    assert resp.status == 415
+    answer = await resp.json()
+    assert answer["error"] == "unsupported_content_encoding"
+    assert answer["request_id"] == resp.headers["X-Request-ID"]

@@ -190,7 +190,8 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
     cfg = SoakConfig()
     moto_port = free_port()
     moto = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        # moto with its delete/send race fixed (tests/moto_fixes.py): it lost messages here.
+        [sys.executable, "-m", "tests.moto_fixes", "-H", "127.0.0.1", "-p", str(moto_port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -75,13 +75,13 @@ async def test_a_client_gone_before_the_closing_boundary_stores_nothing(
     _, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(HEAD.encode() + f"Content-Length: {len(body) + 100}\r\n\r\n".encode() + body)
     await writer.drain()
-    await eventually(lambda: uploader.memory.used > 0)  # the server is staging the file
+    await eventually(lambda: uploader.meter.used > 0)  # the server is staging the file
     writer.close()
     await writer.wait_closed()
     assert await server.app[IN_FLIGHT].wait_idle(60)
     assert await stored_keys(s3, bucket) == []
     assert await open_uploads(s3, bucket) == []
-    assert uploader.memory.used == uploader.buffers.used == 0
+    assert uploader.meter.used == 0
 
 
 async def test_a_later_empty_file_stores_nothing(server: Any, s3: Any, bucket: str) -> None:
@@ -126,10 +126,13 @@ async def test_every_file_or_none_when_s3_fails_a_commit(
     s3: Any,
     bucket: str,
 ) -> None:
-    """S3 refuses one of three commits: the answer names exactly the two it stored."""
+    """S3 refuses one of three commits (the files before the last were moved out of memory
+    into open uploads, so theirs is a CompleteMultipartUpload): the answer names exactly the
+    two it stored, and the refused one is not left open."""
 
     def rule(call: Call) -> Fault | None:
-        if call.s3_operation == "PutObject" and call.path.endswith("/b.txt"):
+        commit = call.s3_operation in ("PutObject", "CompleteMultipartUpload")
+        if commit and call.path.endswith("/b.txt"):
             return Fault(status=403, code="AccessDenied")
         return None
 
@@ -144,6 +147,7 @@ async def test_every_file_or_none_when_s3_fails_a_commit(
     stored = {f["key"] for f in answer["stored"]}
     assert sorted(stored) == sorted(await stored_keys(s3, bucket))
     assert {k.rsplit("/", 1)[-1] for k in stored} == {"a.txt", "c.txt"}
+    assert await open_uploads(s3, bucket) == []
     for f in answer["stored"]:
         obj = await s3.get_object(Bucket=bucket, Key=f["key"])
         async with obj["Body"] as b:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from awscrt import checksums
 
+from common.errors import BadRequest
 from s3svc.app import create_app
 from s3svc.config import MIB, S3Settings
 from s3svc.digests import Stated, parse_content_digest, parse_sha256_field
@@ -125,9 +126,19 @@ async def test_a_sha256_field_must_precede_a_file(client: Any, s3: Any, bucket: 
 
 
 def test_unknown_algorithms_are_ignored_and_known_ones_parsed() -> None:
+    """Unknown members are skipped whatever their value; parameters are ignored."""
     digest = hashlib.sha256(b"x").digest()
-    value = f"md5=:AAAAAAAAAAAAAAAAAAAAAA==:, sha-256=:{base64.b64encode(digest).decode()}:"
+    b64 = base64.b64encode(digest).decode()
+    value = f"md5=:AAAAAAAAAAAAAAAAAAAAAA==:, unixsum=123, sha-256=:{b64}:;note=1"
     assert parse_content_digest(value) == Stated({"sha-256": digest})
+    assert parse_content_digest(f"sha-256=:{b64}:, sha-256=:{b64}:") == Stated({"sha-256": digest})
+
+
+def test_one_algorithm_twice_with_two_digests_is_refused() -> None:
+    one = base64.b64encode(hashlib.sha256(b"a").digest()).decode()
+    other = base64.b64encode(hashlib.sha256(b"b").digest()).decode()
+    with pytest.raises(BadRequest, match="two different"):
+        parse_content_digest(f"sha-256=:{one}:, sha-256=:{other}:")
 
 
 def test_two_different_statements_for_one_file_are_refused() -> None:

@@ -70,7 +70,7 @@ async def test_drips_hold_no_part_and_are_cut_off(
         answered = asyncio.Event()
         drips = [asyncio.create_task(drip(server.host, server.port, answered)) for _ in range(16)]
         # every drip is being read
-        await eventually(lambda: uploader.memory.used >= 16 * 300)
+        await eventually(lambda: uploader.meter.used >= 16 * 300)
         assert not answered.is_set()
         async with aiohttp.ClientSession() as session:
             data = aiohttp.FormData()
@@ -96,31 +96,32 @@ async def test_exhausted_budget_is_503_busy_and_not_ready(
     s3: Any,
     bucket: str,
 ) -> None:
-    """S3 holds an upload's parts, so its blocks fill the whole budget: a new upload waits at
-    most UPLOAD_MEMORY_WAIT, then gets 503 busy with Retry-After and stores nothing; /ready is
-    503 meanwhile and 200 again once S3 answers."""
+    """S3 holds an upload's first part, so it keeps the only part slot: a second large upload
+    waits at most UPLOAD_MEMORY_WAIT, then gets 503 busy with Retry-After and stores nothing;
+    /ready is 503 meanwhile and 200 again once S3 answers."""
     thaw = asyncio.Event()
 
     def rule(call: Call) -> Fault | None:
         return Fault(gate=thaw) if call.s3_operation == "UploadPart" else None
 
     async with fault_proxy(moto_url, rule) as proxy:
+        # One part's worth for small buffers, one part slot.
         settings = make_s3_settings(memory_budget=2 * PART, memory_wait=1.0, max_inflight_parts=1)
-        server = TestServer(create_app(through(settings, proxy.url, read_timeout=120)))
+        server: Any = TestServer(create_app(through(settings, proxy.url, read_timeout=120)))
         await server.start_server()
         base = f"http://{server.host}:{server.port}/s3"
         try:
             uploader = server.app[UPLOADER]
             async with aiohttp.ClientSession() as session:
                 big = aiohttp.FormData()
-                payload = os.urandom(4 * PART)
+                payload = os.urandom(PART + 100)
                 big.add_field("file", payload, filename="big.bin")
                 first = asyncio.create_task(session.post(f"{base}/upload", data=big))
-                # part 1 held by S3, part 2 buffered
-                await eventually(lambda: uploader.memory.used >= 2 * PART)
-                small = aiohttp.FormData()
-                small.add_field("file", b"late", filename="late.txt")
-                second = asyncio.create_task(session.post(f"{base}/upload", data=small))
+                # part 1 is held by S3, and with it the only slot
+                await eventually(lambda: uploader.slots.used == PART)
+                late = aiohttp.FormData()
+                late.add_field("file", os.urandom(2 * MIB), filename="late.bin")
+                second = asyncio.create_task(session.post(f"{base}/upload", data=late))
                 await eventually(lambda: uploader.busy() is not None)
                 ready = await session.get(f"{base}/ready")
                 assert ready.status == 503
@@ -137,6 +138,59 @@ async def test_exhausted_budget_is_503_busy_and_not_ready(
         finally:
             await server.close()
     assert await stored_keys(s3, bucket) == [key]
+    assert await open_uploads(s3, bucket) == []
     obj = await s3.get_object(Bucket=bucket, Key=key)
     async with obj["Body"] as body:
         assert await body.read() == payload
+
+
+async def test_concurrent_uploads_beyond_the_slots_all_complete(
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    s3: Any,
+    bucket: str,
+) -> None:
+    """12 concurrent 12 MiB uploads against a budget of one small pool and two part slots:
+    partial buffers never hold the memory a slot holder needs (a slot reserves its whole part),
+    so all complete (before, most waited on each other until 503 busy)."""
+    settings = make_s3_settings(memory_budget=3 * PART, memory_wait=60.0)
+    client = await aiohttp_client(create_app(settings))
+    payloads = [os.urandom(12 * MIB) for _ in range(12)]
+
+    async def send(data: bytes) -> str:
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="c.bin")
+        resp = await client.post("/s3/upload", data=form)
+        answer = await resp.json()
+        assert resp.status == 201, answer
+        key: str = answer["files"][0]["key"]
+        return key
+
+    keys = await asyncio.gather(*(send(p) for p in payloads))
+    assert sorted(keys) == sorted(await stored_keys(s3, bucket))
+    assert client.app[UPLOADER].meter.used == 0
+
+
+async def test_a_request_with_more_small_files_than_the_budget_holds_succeeds(
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    s3: Any,
+    bucket: str,
+) -> None:
+    """Six files of 4 MiB (each under a part) against a budget of 10 MiB: each file leaves
+    memory for an open upload of one part when the next begins, so the request fits (before,
+    its files stayed in memory to the end and it could only end in 503 busy)."""
+    settings = make_s3_settings(memory_budget=2 * PART, memory_wait=5.0)
+    client = await aiohttp_client(create_app(settings))
+    files = [os.urandom(4 * MIB) for _ in range(6)]
+    form = aiohttp.FormData()
+    for i, data in enumerate(files):
+        form.add_field("file", data, filename=f"{i}.bin")
+    resp = await client.post("/s3/upload", data=form)
+    answer = await resp.json()
+    assert resp.status == 201, answer
+    for item, data in zip(answer["files"], files, strict=True):
+        obj = await s3.get_object(Bucket=bucket, Key=item["key"])
+        async with obj["Body"] as body:
+            assert await body.read() == data
+    assert await open_uploads(s3, bucket) == []

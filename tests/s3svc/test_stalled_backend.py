@@ -76,3 +76,36 @@ async def test_answers_held_past_the_read_timeout_leave_nothing_open(
         obj = await s3.get_object(Bucket=bucket, Key=key)
         async with obj["Body"] as body:
             assert await body.read() == data
+
+
+async def test_a_completion_whose_every_answer_is_lost_is_reported_stored(
+    make_s3_settings: Callable[..., S3Settings],
+    aiohttp_client: Callable[..., Any],
+    moto_url: str,
+    s3: Any,
+    bucket: str,
+) -> None:
+    """S3 completes the upload but no answer arrives, and no retry is left: the abort that
+    follows finds no such upload, which means the completion went through. The answer lists
+    the file as stored (it is), not as failed."""
+
+    def rule(call: Call) -> Fault | None:
+        if call.s3_operation == "CompleteMultipartUpload":
+            return Fault(hold=READ_TIMEOUT * 3)
+        return None
+
+    data = os.urandom(12 * MIB)
+    async with fault_proxy(moto_url, rule) as proxy:
+        settings = through(make_s3_settings(), proxy.url, read_timeout=READ_TIMEOUT, max_attempts=1)
+        client = await aiohttp_client(create_app(settings))
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="late.bin")
+        resp = await client.post("/s3/upload", data=form)
+        answer = await resp.json()
+    assert resp.status == 201, answer
+    (item,) = answer["files"]
+    assert await stored_keys(s3, bucket) == [item["key"]]
+    assert await open_uploads(s3, bucket) == []
+    obj = await s3.get_object(Bucket=bucket, Key=item["key"])
+    async with obj["Body"] as body:
+        assert await body.read() == data

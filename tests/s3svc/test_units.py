@@ -156,4 +156,15 @@ async def test_request_cancelled_twice_still_aborts(
         await request
     await asyncio.wait_for(uploader.drain(), 5)
     assert s3.aborted == ["u-1"]
-    assert uploader.memory.used == uploader.buffers.used == 0
+    assert uploader.meter.used == 0
+
+
+def test_a_long_filename_is_cut_between_characters_in_metadata() -> None:
+    """A long non-ASCII name is cut at 1024 characters of percent-encoding without splitting an
+    escape or a character: what is kept still decodes."""
+    from urllib.parse import unquote
+
+    for name in ("é" * 400, "a" + "é" * 400, "ab" + "€" * 300):
+        kept = metadata_filename(name)
+        assert len(kept) <= 1024
+        assert name.startswith(unquote(kept, errors="strict"))
