@@ -10,6 +10,19 @@ from s3svc.config import S3Settings
 # A form field name: 1-200 characters, no control characters (RFC 7578 requires one).
 FIELD_NAME = "^[^\\u0000-\\u001F\\u007F]{1,200}$"
 
+DOWNLOAD_LINK: dict[str, Any] = {
+    "download_url": {
+        "type": "string",
+        "description": "presigned GET link, only when DOWNLOAD_URL_SECONDS is above 0",
+    },
+    "download_url_expires_at": {
+        "type": "string",
+        "format": "date-time",
+        "description": "when download_url stops working (sooner if the signing credentials "
+        "expire first)",
+    },
+}
+
 STORED_FILE = {
     "type": "object",
     "required": ["bucket", "key", "size", "sha256", "etag", "content_type", "filename"],
@@ -22,31 +35,49 @@ STORED_FILE = {
         "content_type": {"type": "string"},
         "filename": {"type": ["string", "null"], "description": "as the client sent it"},
         "version_id": {"type": "string", "description": "only when the bucket is versioned"},
-        "replayed": {
-            "type": "boolean",
-            "const": True,
-            "description": "present when an earlier request with the same Idempotency-Key "
-            "stored this file (this one stored nothing)",
-        },
-        "download_url": {
+        "checksum_crc64nvme": {
             "type": "string",
-            "description": "presigned GET link, only when DOWNLOAD_URL_SECONDS is above 0",
+            "description": "the whole object's CRC64NVME as S3 reported it (base64); absent when "
+            "the backend reports none",
         },
-        "download_url_expires_at": {
-            "type": "string",
-            "format": "date-time",
-            "description": "when download_url stops working (sooner if the signing credentials "
-            "expire first)",
+        "checksum_type": {"type": "string", "description": "FULL_OBJECT, as S3 reported it"},
+        "verified": {
+            "type": "array",
+            "items": {"enum": ["crc64nvme", "sha-256"]},
+            "description": "the digests the client stated for the file, all of which matched",
         },
+        **DOWNLOAD_LINK,
     },
 }
 
+
+# A file an earlier request with the same Idempotency-Key stored: named, not described (its
+# bytes were that request's).
+REPLAYED_FILE = {
+    "type": "object",
+    "required": ["bucket", "key", "replayed"],
+    "properties": {
+        "bucket": {"type": "string"},
+        "key": {"type": "string", "description": "prefix/idempotent/digest/position"},
+        "replayed": {"const": True},
+        **DOWNLOAD_LINK,
+    },
+    "additionalProperties": False,
+}
 
 STORED = {
     "type": "object",
     "required": ["files", "request_id"],
     "properties": {
-        "files": {"type": "array", "items": {"$ref": "#/components/schemas/StoredFile"}},
+        "files": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/StoredFile"},
+                    {"$ref": "#/components/schemas/ReplayedFile"},
+                ]
+            },
+        },
         "request_id": {"type": "string"},
     },
 }
@@ -128,6 +159,7 @@ def spec(settings: S3Settings) -> dict[str, Any]:
         auth=bool(settings.common.api_keys_sha256),
     )
     doc["components"]["schemas"]["StoredFile"] = STORED_FILE
+    doc["components"]["schemas"]["ReplayedFile"] = REPLAYED_FILE
     doc["paths"][f"{base}/upload"] = {
         "post": {
             "summary": "Store each `file` field as its own S3 object",
