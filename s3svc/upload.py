@@ -554,23 +554,17 @@ class _FileWriter:
                 raise BadRequest(f"file {self.filename!r} is empty", code="empty_file")
             await _checksum(None, self.sums, self.block)
             self.block.seek(0)
-            staged = Staged(
-                key=self.key,
-                filename=self.filename,
-                content_type=self.content_type,
-                size=self.size,
-                checksums=self.sums,
-                verified=self.sums.verify(self.stated),
-                data=self.block,
-                hold=self.slot if self.slot.n else self.mem,
-                exclusive=self.exclusive,
-            )
+            staged = self._staged(data=self.block, hold=self.slot if self.slot.n else self.mem)
             # The staged file owns the block's hold now.
             self.mem, self.slot = Hold(self.up.small), Hold(self.up.slots)
             return staged
         if self.block_len:
             await self._dispatch()
         parts = list(await asyncio.gather(*self.tasks))
+        return self._staged(upload_id=self.upload_id, parts=parts, strays_aborted=self.strays)
+
+    def _staged(self, **where: Any) -> Staged:
+        """The file as staged, its digests checked; ``where`` says where its bytes are."""
         return Staged(
             key=self.key,
             filename=self.filename,
@@ -578,10 +572,8 @@ class _FileWriter:
             size=self.size,
             checksums=self.sums,
             verified=self.sums.verify(self.stated),
-            upload_id=self.upload_id,
-            parts=parts,
-            strays_aborted=self.strays,
             exclusive=self.exclusive,
+            **where,
         )
 
     async def discard(self) -> None:
