@@ -30,7 +30,7 @@ from tests.conftest import FAKE_CREDENTIALS, REGION, log_lines, open_uploads
 from tests.containers.conftest import SERVICES, Image
 from tests.containers.engine import Engine
 from tests.deploy.dockerfile import parse
-from tests.deploy.test_runtime_image import DEV_ONLY
+from tests.deploy.test_runtime_image import DEV_ONLY, _check_upload_page
 from tests.procs import ROOT, free_port
 
 COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "make", "ld")
@@ -147,12 +147,14 @@ def curl(*args: str) -> tuple[int, str]:
 async def test_s3svc_container_serves_and_stores(
     start: Any, moto_url: str, bucket: str, s3: Any, app_version: str
 ) -> None:
-    """Health (with the build's version), readiness and the README's upload line: 201, and the
-    object in the bucket holds the file's bytes."""
+    """Health (with the build's version), readiness, the upload page (package data the wheel must
+    carry) and the README's upload line: 201, and the object in the bucket holds the file's
+    bytes."""
     box: Container = start("s3svc", _env(moto_url, BUCKET_NAME=bucket))
     status, health = box.get("/s3/health")
     assert (status, health["status"], health["version"]) == (200, "ok", app_version)
     assert box.get("/s3/ready")[0] == 200, box.logs()
+    _check_upload_page(box.port)
     status, body = curl("-F", "file=@README.md", box.url + "/s3/upload")
     assert status == 201, (body, box.logs())
     (item,) = json.loads(body)["files"]
