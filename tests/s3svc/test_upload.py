@@ -92,8 +92,8 @@ async def test_s3_is_asked_to_verify_every_part_and_the_whole_object(
     size: int,
 ) -> None:
     """Every PUT and part carries its CRC64NVME; a multipart upload is created and completed as
-    a full-object CRC64NVME with the file's own. (moto checks none of it and reports a wrong
-    value back; tests/localstack proves S3 refuses a mismatch.)"""
+    a full-object CRC64NVME with the file's own. (moto checks none of it; tests/localstack
+    proves S3 refuses a mismatch.)"""
     data = os.urandom(size)
     async with fault_proxy(moto_url) as proxy:
         client = await aiohttp_client(create_app(through(make_s3_settings(), proxy.url)))
