@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -208,9 +208,9 @@ def make_s3_settings(aws_settings: AwsSettings, bucket: str) -> Callable[..., S3
     return make
 
 
-@pytest.fixture
-def service_env(moto_url: str, tmp_path: Path) -> dict[str, str]:
-    """Environment for a service subprocess: moto endpoint, fake credentials, nothing else of ours."""
+def isolated_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a service subprocess: the AWS ``endpoint``, fake credentials, no profile
+    files, nothing else of ours."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -220,8 +220,46 @@ def service_env(moto_url: str, tmp_path: Path) -> dict[str, str]:
     env.update(
         AWS_CONFIG_FILE=str(empty),
         AWS_SHARED_CREDENTIALS_FILE=str(empty),
-        AWS_ENDPOINT_URL=moto_url,
+        AWS_ENDPOINT_URL=endpoint,
         AWS_REGION=REGION,
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+@pytest.fixture
+def service_env(moto_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a service subprocess on the session's moto."""
+    return isolated_env(moto_url, tmp_path)
+
+
+QueueFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def sqs(aws_settings: AwsSettings, _isolated_aws_env: None) -> AsyncIterator[Any]:
+    """A plain aiobotocore SQS client on the backend (moto; LocalStack in tests/localstack)."""
+    async with open_client("sqs", aws_settings) as client:
+        yield client
+
+
+@pytest.fixture
+async def make_queue(sqs: Any) -> AsyncIterator[QueueFactory]:
+    """Create queues with random names (``fifo=True`` for a ``.fifo`` one); all deleted afterwards."""
+    created: list[str] = []
+
+    async def make(*, fifo: bool = False, **attributes: str) -> str:
+        name = f"test-{uuid.uuid4().hex[:16]}"
+        if fifo:
+            name += ".fifo"
+            attributes = {"FifoQueue": "true"} | attributes
+        resp = await sqs.create_queue(QueueName=name, Attributes=attributes)
+        url: str = resp["QueueUrl"]
+        created.append(url)
+        return url
+
+    try:
+        yield make
+    finally:
+        for url in created:
+            await sqs.delete_queue(QueueUrl=url)

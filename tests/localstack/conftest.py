@@ -8,22 +8,18 @@ everywhere else. Without LocalStack's virtualenv every test here skips with one 
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.aws import open_client
 from common.config import AwsSettings
 from sqssvc.config import SqsSettings
-from tests.conftest import FAKE_CREDENTIALS, REGION, common_settings
+from tests.conftest import REGION, common_settings, isolated_env
 from tests.localstack.stack import LocalStack, required, unavailable
 
-QueueFactory = Callable[..., Awaitable[str]]
 HERE = Path(__file__).resolve().parent
 
 
@@ -69,46 +65,7 @@ def aws_settings(localstack_url: str) -> AwsSettings:
 @pytest.fixture
 def service_env(localstack_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for a service subprocess on LocalStack (replaces the moto one here)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(FAKE_CREDENTIALS)
-    empty = tmp_path / "aws-empty"
-    empty.touch()
-    env.update(
-        AWS_CONFIG_FILE=str(empty),
-        AWS_SHARED_CREDENTIALS_FILE=str(empty),
-        AWS_ENDPOINT_URL=localstack_url,
-        AWS_REGION=REGION,
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-@pytest.fixture
-async def sqs(aws_settings: AwsSettings, _isolated_aws_env: None) -> AsyncIterator[Any]:
-    """A plain aiobotocore SQS client on LocalStack, for arranging and asserting."""
-    async with open_client("sqs", aws_settings) as client:
-        yield client
-
-
-@pytest.fixture
-async def make_queue(sqs: Any) -> AsyncIterator[QueueFactory]:
-    """Create queues with random names (``fifo=True`` for a ``.fifo`` one); all deleted afterwards."""
-    created: list[str] = []
-
-    async def make(*, fifo: bool = False, **attributes: str) -> str:
-        name = f"test-{uuid.uuid4().hex[:16]}"
-        if fifo:
-            name += ".fifo"
-            attributes = {"FifoQueue": "true"} | attributes
-        url: str = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
-        created.append(url)
-        return url
-
-    try:
-        yield make
-    finally:
-        for url in created:
-            await sqs.delete_queue(QueueUrl=url)
+    return isolated_env(localstack_url, tmp_path)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from sqssvc.app import create_app
 from sqssvc.config import SqsSettings
-from tests.localstack.conftest import QueueFactory
+from tests.conftest import QueueFactory
 from tests.sqssvc.conftest import drain
 
 Client = TestClient[Any, Any]

@@ -19,7 +19,7 @@ from s3svc.app import create_app as create_s3_app
 from s3svc.config import S3Settings
 from sqssvc.app import create_app as create_sqs_app
 from sqssvc.config import SqsSettings
-from tests.localstack.conftest import QueueFactory
+from tests.conftest import QueueFactory
 from tests.procs import ServiceProcess
 
 Client = TestClient[Any, Any]

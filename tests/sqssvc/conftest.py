@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -12,43 +11,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from common.aws import open_client
 from common.config import AwsSettings
 from sqssvc.app import create_app
 from sqssvc.config import SqsSettings
-from tests.conftest import common_settings
+from tests.conftest import QueueFactory, common_settings
 
 Client = TestClient[Any, Any]
-QueueFactory = Callable[..., Awaitable[str]]
-
-
-@pytest.fixture
-async def sqs(aws_settings: AwsSettings, _isolated_aws_env: None) -> AsyncIterator[Any]:
-    """A plain aiobotocore SQS client on moto, for arranging and asserting."""
-    async with open_client("sqs", aws_settings) as client:
-        yield client
-
-
-@pytest.fixture
-async def make_queue(sqs: Any) -> AsyncIterator[QueueFactory]:
-    """Create queues with random names (``fifo=True`` for a ``.fifo`` one); all deleted afterwards."""
-    created: list[str] = []
-
-    async def make(*, fifo: bool = False, **attributes: str) -> str:
-        name = f"test-{uuid.uuid4().hex[:16]}"
-        if fifo:
-            name += ".fifo"
-            attributes = {"FifoQueue": "true"} | attributes
-        resp = await sqs.create_queue(QueueName=name, Attributes=attributes)
-        url: str = resp["QueueUrl"]
-        created.append(url)
-        return url
-
-    try:
-        yield make
-    finally:
-        for url in created:
-            await sqs.delete_queue(QueueUrl=url)
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ import pytest
 
 from common.config import AwsSettings
 from common.idempotency import scoped_digest
+from tests.conftest import QueueFactory
 from tests.faultproxy import Call, Fault, Rule, fault_proxy
-from tests.sqssvc.conftest import Client, QueueFactory, drain
+from tests.sqssvc.conftest import Client, drain
 
 SEND_BATCH = "AmazonSQS.SendMessageBatch"
 MakeClient = Callable[..., Awaitable[Client]]

@@ -17,8 +17,9 @@ from common.appkeys import SHUTTING_DOWN
 from common.config import AwsSettings
 from common.errors import ServiceError, Unavailable
 from sqssvc.app import none_sent
+from tests.conftest import QueueFactory
 from tests.faultproxy import Call, Fault, fault_proxy
-from tests.sqssvc.conftest import Client, QueueFactory, consuming, drain
+from tests.sqssvc.conftest import Client, consuming, drain
 
 SEND_BATCH = "AmazonSQS.SendMessageBatch"
 MakeClient = Callable[..., Awaitable[Client]]
