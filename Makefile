@@ -151,7 +151,7 @@ pytest: $(STAMP) localstack-if-possible browser-if-possible containers-if-possib
 
 bench: $(STAMP) ## the benchmarks under bench/; each prints a table and updates bench/RESULTS.md
 	$(PY) bench/upload.py --repeats 5
-	$(PY) bench/upload_memory.py
+	$(PY) bench/upload_memory.py --repeats 2
 	$(PY) bench/sqs.py
 	$(PY) bench/logging_overhead.py
 
