@@ -436,14 +436,22 @@ class Uploader:
         f.upload_id, f.strays_aborted = await self.create(
             f.key, f.content_type, f.filename, exclusive=f.exclusive
         )
-        checksum = b64(f.checksums.crc64nvme)  # one part: its CRC is the file's
+        # One part: its CRC is the file's.
+        f.parts = [await self.upload_part(f.key, f.upload_id, 1, f.data, f.checksums.crc64nvme)]
+        self._free(f)
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: io.BytesIO, crc: bytes
+    ) -> CompletedPartTypeDef:
+        """UploadPart with the part's CRC64NVME; the part as CompleteMultipartUpload lists it."""
+        checksum = b64(crc)
         try:
             resp = await self.client.upload_part(
                 Bucket=self.bucket,
-                Key=f.key,
-                UploadId=f.upload_id,
-                PartNumber=1,
-                Body=f.data,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
                 ChecksumAlgorithm="CRC64NVME",
                 ChecksumCRC64NVME=checksum,
             )
@@ -451,8 +459,7 @@ class Uploader:
             if is_aws_failure(exc):
                 raise to_service_error(exc, "S3") from exc
             raise
-        f.parts = [{"PartNumber": 1, "ETag": resp["ETag"], "ChecksumCRC64NVME": checksum}]
-        self._free(f)
+        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumCRC64NVME": checksum}
 
     def _abort_once_created(self, create: asyncio.Future[Any], key: str) -> None:
         """The request was cancelled while CreateMultipartUpload was in flight: S3 may still
@@ -622,22 +629,7 @@ class _FileWriter:
         up = self.up
 
         async def send() -> CompletedPartTypeDef:
-            checksum = b64(crc_bytes(await crc))
-            try:
-                resp = await up.client.upload_part(
-                    Bucket=up.bucket,
-                    Key=self.key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=block,
-                    ChecksumAlgorithm="CRC64NVME",
-                    ChecksumCRC64NVME=checksum,
-                )
-            except Exception as exc:
-                if is_aws_failure(exc):
-                    raise to_service_error(exc, "S3") from exc
-                raise
-            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumCRC64NVME": checksum}
+            return await up.upload_part(self.key, upload_id, number, block, crc_bytes(await crc))
 
         def sent(_: asyncio.Task[CompletedPartTypeDef]) -> None:
             # A done callback, not a ``finally`` in send(): a task cancelled before it ever ran
