@@ -3,9 +3,11 @@
 For each scenario a fresh ``python -m s3svc`` (its own process, fake credentials,
 ``AWS_ENDPOINT_URL`` at a moto server that also runs as its own process):
 
-1. warms up with one small multipart upload (a part and a bit), so code and botocore's models
-   are loaded, then records its idle memory: ``VmRSS`` (``/proc/<pid>/status``) and PSS
-   (``/proc/<pid>/smaps_rollup``);
+1. warms up with one request of two 64 KiB files (the first moves into a one-part multipart
+   upload when the second begins, the second is a ``PutObject``), so code and botocore's models
+   of every call are loaded, yet no part buffer was ever allocated (s3svc keeps those for
+   reuse: a warm-up of a part or more would count them in idle), then records its idle memory:
+   ``VmRSS`` (``/proc/<pid>/status``) and PSS (``/proc/<pid>/smaps_rollup``);
 2. receives N concurrent uploads of the scenario's size, all started at once by an aiohttp
    client that streams each file (``multipart/form-data`` with a Content-Length, as ``curl -F``
    sends it) from a seeded pattern, never holding it whole. Each answer must be 201 (or 503
@@ -368,6 +370,18 @@ async def post(
     return resp.status, item
 
 
+async def warm_up(session: aiohttp.ClientSession, url: str) -> list[str]:
+    """Two 64 KiB files in one request (see the module docstring); the keys stored."""
+    form = aiohttp.FormData()
+    for name in ("warm-1.bin", "warm-2.bin"):
+        form.add_field("file", bytes(64 * 1024), filename=name)
+    async with session.post(url + "/s3/upload", data=form) as resp:
+        text = await resp.text()
+    if resp.status != 201:
+        raise RuntimeError(f"warm-up upload: HTTP {resp.status}: {text}")
+    return [item["key"] for item in json.loads(text)["files"]]
+
+
 async def run_scenario(
     scenario: Scenario, args: argparse.Namespace, moto: MotoProcess, s3: Any, workdir: Path
 ) -> Outcome:
@@ -388,11 +402,7 @@ async def run_scenario(
         timeout = aiohttp.ClientTimeout(total=300)
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            warm = scenario.part + 64 * 1024
-            status, item = await post(session, svc.url, data, scenario.uploads, warm)
-            if status != 201:
-                raise RuntimeError(f"warm-up upload: HTTP {status}: {item}")
-            keys.append(item["key"])
+            keys.extend(await warm_up(session, svc.url))
             await asyncio.sleep(args.settle)
             idle_rss, idle_pss = rss_kib(pid, "VmRSS"), pss_kib(pid)
             sampler = Sampler(pid, args.interval)
@@ -456,7 +466,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, command: str) -> s
         f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine_line()}, with `{command}`.",
         "",
         "Per scenario a fresh `python -m s3svc` (moto as its own process, objects in memory, "
-        "deleted after each scenario) gets one warm-up upload of a part and 64 KiB, settles for "
+        "deleted after each scenario) gets one warm-up request of two 64 KiB files (every S3 call, no part buffer), settles for "
         f"{args.settle:g} s (idle = its VmRSS and PSS then), and then N uploads started at once "
         "by an aiohttp client streaming each file as `multipart/form-data` with a "
         "Content-Length. A thread samples s3svc's VmRSS and PSS (`smaps_rollup`) every "

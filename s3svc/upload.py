@@ -14,7 +14,8 @@ Memory is reserved for what has been read, never ahead of it, in a process-wide
 ``SLOT_THRESHOLD`` also takes a part-sized slot from a second budget of the same size, so at most
 ⌊budget / part size⌋ uploads fill part buffers at once: partial buffers cannot hold all the
 memory while each waits for more. A reservation that cannot be had within ``memory_wait``
-seconds fails with ``503 busy``.
+seconds fails with ``503 busy``. A slot's block is written into a part buffer allocated once
+and reused (:mod:`s3svc.buffers`).
 
 Integrity: S3 verifies every whole object. Each block is checksummed in a thread, in order:
 the file's SHA-256 (returned, and stored as metadata on single PUTs) and CRC64NVME, and the
@@ -43,6 +44,7 @@ from common.errors import BadRequest, PayloadTooLarge, ServiceError
 from common.logging import get_logger
 from common.pace import BodyClock
 from s3svc.budget import Hold, MemoryBudget, Meter
+from s3svc.buffers import BufferPool
 from s3svc.config import MAX_PARTS, S3Settings, part_size_for
 from s3svc.digests import FileChecksums, Stated, b64, checksum_fields, crc_bytes
 from s3svc.keys import metadata_filename
@@ -143,6 +145,8 @@ class Staged:
     data: io.BytesIO | None = None
     # The memory ``data`` holds until it is committed or discarded.
     hold: Hold | None = None
+    # True when ``data`` is a buffer of the uploader's pool, handed back once freed.
+    pooled: bool = False
     upload_id: str | None = None
     parts: list[CompletedPartTypeDef] = field(default_factory=list)
     # Stray multipart uploads found and aborted after a retried create.
@@ -194,6 +198,8 @@ class Uploader:
         wait = settings.memory_wait
         self.small = MemoryBudget(small, wait, self.meter)
         self.slots = MemoryBudget(settings.memory_budget - small, wait, self.meter)
+        # One buffer per slot at most, each allocated once and reused.
+        self.buffers = BufferPool(small, keep=self.slots.limit // small)
         # Work that must end before the S3 client closes: aborts, commits whose request was
         # cancelled, and creates whose request was cancelled (S3 may have made the upload).
         self._pending: set[asyncio.Future[Any]] = set()
@@ -371,10 +377,11 @@ class Uploader:
             checksum=checksum_fields(resp),
         )
 
-    @staticmethod
-    def _free(f: Staged) -> None:
+    def _free(self, f: Staged) -> None:
         if f.hold is not None:
             f.hold.release()
+            if f.pooled and f.data is not None:
+                self.buffers.give(f.data)
             f.data = None
 
     async def create(
@@ -525,6 +532,7 @@ class _FileWriter:
         self.size = 0
         self.block = io.BytesIO()
         self.block_len = 0
+        self.pooled = False  # the block is a buffer of the uploader's pool
         self.mem = Hold(uploader.small)  # the block's bytes while it is small
         self.slot = Hold(uploader.slots)  # a whole part for it, once it grows past the threshold
         self.checksummed: asyncio.Future[int] | None = None
@@ -541,17 +549,30 @@ class _FileWriter:
                 await self._dispatch()
             take = view[: self.part_size - self.block_len]
             if not self.slot.n and (
-                self.block_len + len(take) > SLOT_THRESHOLD or not self.mem.try_grow(len(take))
+                self.upload_id is not None
+                or self.block_len + len(take) > SLOT_THRESHOLD
+                or not self.mem.try_grow(len(take))
             ):
                 # A whole part at once (a block with a slot never waits for memory again), when
-                # the block outgrows the small pool's share or the small pool is full: nothing
-                # ever waits for the small pool, so small buffers cannot hold it while waiting.
+                # the file is multipart already, the block outgrows the small pool's share or
+                # the small pool is full: nothing ever waits for the small pool, so small
+                # buffers cannot hold it while waiting.
                 await self.slot.grow(self.part_size)
+                self._to_part_buffer()
                 self.mem.release()  # its bytes so far now count in the slot
             self.block.write(take)
             self.block_len += len(take)
             self.size += len(take)
             view = view[len(take) :]
+
+    def _to_part_buffer(self) -> None:
+        """Move the block into a pooled buffer of a whole part (the bytes so far are copied)."""
+        if self.part_size != self.up.buffers.size:
+            return  # larger parts (a large declared size): the block stays a buffer of its own
+        buf = self.up.buffers.take()
+        with self.block.getbuffer() as view:
+            buf.write(view)
+        self.block, self.pooled = buf, True
 
     async def finish(self) -> Staged:
         """The file ended: check the stated digests, keep it in memory (one part or less) or
@@ -559,11 +580,15 @@ class _FileWriter:
         if self.upload_id is None:
             if not self.block_len:
                 raise BadRequest(f"file {self.filename!r} is empty", code="empty_file")
+            self.block.truncate(self.block_len)
             await _checksum(None, self.sums, self.block)
             self.block.seek(0)
-            staged = self._staged(data=self.block, hold=self.slot if self.slot.n else self.mem)
-            # The staged file owns the block's hold now.
+            staged = self._staged(
+                data=self.block, hold=self.slot if self.slot.n else self.mem, pooled=self.pooled
+            )
+            # The staged file owns the block and its hold now.
             self.mem, self.slot = Hold(self.up.small), Hold(self.up.slots)
+            self.block, self.block_len, self.pooled = io.BytesIO(), 0, False
             return staged
         if self.block_len:
             await self._dispatch()
@@ -618,9 +643,10 @@ class _FileWriter:
                 f"file needs more than {MAX_PARTS} parts", code="upload_too_large"
             )
         await self.inflight.acquire()
-        block, holds = self.block, (self.mem, self.slot)
+        block, holds, pooled = self.block, (self.mem, self.slot), self.pooled
+        block.truncate(self.block_len)
         block.seek(0)
-        self.block, self.block_len = io.BytesIO(), 0
+        self.block, self.block_len, self.pooled = io.BytesIO(), 0, False
         self.mem, self.slot = Hold(self.up.small), Hold(self.up.slots)
         self.checksummed = crc = asyncio.ensure_future(
             _checksum(self.checksummed, self.sums, block)
@@ -631,12 +657,15 @@ class _FileWriter:
         async def send() -> CompletedPartTypeDef:
             return await up.upload_part(self.key, upload_id, number, block, crc_bytes(await crc))
 
-        def sent(_: asyncio.Task[CompletedPartTypeDef]) -> None:
+        def sent(task: asyncio.Task[CompletedPartTypeDef]) -> None:
             # A done callback, not a ``finally`` in send(): a task cancelled before it ever ran
             # runs no finally, and its holds would be lost to the process for good.
             self.inflight.release()
             for hold in holds:
                 hold.release()
+            if pooled and not task.cancelled():
+                # It awaited the block's checksum, so no thread reads the buffer any more.
+                up.buffers.give(block)
 
         task = asyncio.create_task(send())
         task.add_done_callback(sent)

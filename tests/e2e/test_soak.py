@@ -3,7 +3,8 @@
 Clients behave as a careful caller would: a request refused before anything was sent (connection
 refused, 503) is retried; one whose outcome is unknown (connection dropped mid-request) is not.
 Afterwards: every acknowledged message is in the queue and every acknowledged upload is in S3 with
-the right SHA-256; nothing that was definitely refused is stored; no message is stored twice; no
+the right SHA-256; nothing that was definitely refused is stored; every copy of a message carries
+one id attribute (so a consumer can drop a copy SQS stored twice); no
 multipart upload is left open. The report prints the counts.
 
 ``make test`` runs a short variant; ``make soak`` the long one (20,000 sends at concurrency 200 and
@@ -28,6 +29,7 @@ import aiohttp
 
 from common.aws import open_client
 from common.config import AwsSettings
+from sqssvc.messages import DEDUP_ATTRIBUTE
 from tests.conftest import open_uploads
 from tests.procs import ROOT, ServiceProcess, free_port
 
@@ -217,15 +219,27 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
             s3svc = ServiceProcess("s3svc", s3_env, tmp_path / "s3svc.log").start()
             sqssvc = ServiceProcess("sqssvc", sqs_env, tmp_path / "sqssvc.log").start()
             stored: dict[str, int] = {}
+            # Per message body: SQS's message ids (two ids: stored twice; one id seen twice: a
+            # redelivery after the visibility timeout) and our id attribute's values.
+            message_ids: dict[str, set[str]] = {}
+            dedup_ids: dict[str, set[str]] = {}
             stop = asyncio.Event()
 
             async def consume() -> None:
                 # moto's cost per send grows with queue depth: keep the queue short.
                 while True:
-                    resp = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+                    resp = await sqs.receive_message(
+                        QueueUrl=queue_url,
+                        MaxNumberOfMessages=10,
+                        MessageAttributeNames=[DEDUP_ATTRIBUTE],
+                    )
                     msgs = resp.get("Messages", [])
                     for m in msgs:
-                        stored[m["Body"]] = stored.get(m["Body"], 0) + 1
+                        body = m["Body"]
+                        stored[body] = stored.get(body, 0) + 1
+                        message_ids.setdefault(body, set()).add(m["MessageId"])
+                        attr = m.get("MessageAttributes", {}).get(DEDUP_ATTRIBUTE, {})
+                        dedup_ids.setdefault(body, set()).add(attr.get("StringValue", ""))
                     if msgs:
                         await sqs.delete_message_batch(
                             QueueUrl=queue_url,
@@ -296,7 +310,8 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
         f"messages: {len(messages.acked)} acked, {len(messages.refused)} refused, "
         f"{len(messages.unknown)} unknown, {messages.retries} safe retries, {len(stored)} stored"
         f" (refusals: {dict(messages.refused_why)})"
-        f" ({sum(n - 1 for n in stored.values())} duplicates); "
+        f" ({sum(len(ids) - 1 for ids in message_ids.values())} stored twice,"
+        f" {sum(stored.values()) - sum(len(ids) for ids in message_ids.values())} redelivered); "
         f"uploads: {len(uploads.acked)} acked, {len(uploads.refused)} refused, "
         f"{len(uploads.unknown)} unknown, {uploads.retries} safe retries, {len(objects)} stored; "
         + "; ".join(timeline)
@@ -307,6 +322,8 @@ async def test_load_without_loss(service_env: dict[str, str], tmp_path: Path) ->
     assert set(messages.acked) <= set(stored), set(messages.acked) - set(stored)
     assert not messages.refused & set(stored)
     assert set(stored) <= set(messages.acked) | messages.unknown
+    # Every copy of a message carries the same, non-empty id attribute.
+    assert all(len(ids) == 1 and "" not in ids for ids in dedup_ids.values())
     # Uploads: every acknowledged one intact; anything else stored came from an unknown outcome.
     assert set(uploads.acked.values()) <= set(objects)
     for key, sha in stored_shas.items():

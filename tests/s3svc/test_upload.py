@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from awscrt import checksums
 
-from s3svc.app import create_app
+from s3svc.app import UPLOADER, create_app
 from s3svc.config import MIB, S3Settings
 from tests.conftest import open_uploads, stored_keys, through
 from tests.faultproxy import fault_proxy
@@ -313,3 +313,24 @@ async def test_versioned_bucket_returns_version_id(client: Client, s3: Any, buck
     assert item["version_id"]
     head = await s3.head_object(Bucket=bucket, Key=item["key"])
     assert head["VersionId"] == item["version_id"]
+
+
+async def test_reused_part_buffers_never_leak_one_file_into_the_next(
+    aiohttp_client: Callable[..., Any],
+    make_s3_settings: Callable[..., S3Settings],
+    s3: Any,
+) -> None:
+    """Part buffers go back to a pool and are written again in place: files of every shape in a
+    row (full parts, a short last part, a file of 1-2 parts held in memory, then a shorter one
+    than before) are each stored byte for byte, and the pool holds at most one buffer a slot."""
+    app = create_app(make_s3_settings())
+    client: Client = await aiohttp_client(app)
+    for size in [3 * PART + 7, 2 * PART - 5, PART - 3, 2 * MIB, PART + 1, 3 * MIB]:
+        data = os.urandom(size)
+        resp = await client.post("/s3/upload", data=form(("b.bin", data, "text/plain")))
+        assert resp.status == 201, await resp.text()
+        (item,) = (await resp.json())["files"]
+        await assert_stored(s3, item, data)
+    pool = app[UPLOADER].buffers
+    assert 0 < pool.kept <= pool.keep
+    assert app[UPLOADER].meter.used == 0
