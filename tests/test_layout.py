@@ -15,6 +15,7 @@ DOMAIN = (
     "s3svc/upload.py",
     "s3svc/budget.py",
     "s3svc/digests.py",
+    "s3svc/formdata.py",
     "s3svc/keys.py",
     "s3svc/config.py",
     "sqssvc/messages.py",
