@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.hdrs import CONTENT_TYPE
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
+from aiohttp.hdrs import CONTENT_DISPOSITION, CONTENT_TYPE
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from common.app import ProbeCache, client_ctx, create_base_app
 from common.auth import caller
@@ -40,6 +40,7 @@ from s3svc.digests import (
     parse_sha256_field,
 )
 from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
+from s3svc.formdata import FormError, FormReader, Part, boundary_of
 from s3svc.keys import idempotent_key, make_key
 from s3svc.openapi import spec
 from s3svc.page import add_page
@@ -59,9 +60,6 @@ IDEMPOTENCY_CLAIMS: web.AppKey[set[str]] = web.AppKey("idempotency_claims", set)
 IDEMPOTENCY_SCOPE: web.RequestKey[str] = web.RequestKey("idempotency_scope", str)
 
 FILE_FIELD = "file"
-# How aiohttp's multipart parser reports a malformed body (HttpProcessingError: bad part headers,
-# e.g. a NUL byte or a line over 8 KiB).
-MULTIPART_ERRORS = (ValueError, AssertionError, RuntimeError, HttpProcessingError)
 # Form fields other than files are skipped; bound how many and how large, so a flood of tiny
 # fields or one huge text field cannot keep a request busy.
 MAX_OTHER_FIELDS = 100
@@ -76,9 +74,34 @@ _MEDIA_TYPE_RE = re.compile(
 READY_CACHE_SECONDS = 5.0
 
 
-def _part_content_type(part: BodyPartReader) -> str:
-    raw = part.headers.get(CONTENT_TYPE, "").split(";")[0].strip().lower()
-    return raw if _MEDIA_TYPE_RE.match(raw) else "application/octet-stream"
+def _malformed(exc: FormError) -> BadRequest:
+    return BadRequest(f"malformed multipart body: {exc}", code="malformed_multipart")
+
+
+class _Field:
+    """One field of the form: its name, filename and content type from its headers, and its
+    data, whose parser errors and cut-off end read as 400s."""
+
+    def __init__(self, part: Part) -> None:
+        self.part = part
+        self.headers = part.headers
+        # aiohttp's public Content-Disposition helpers (name, filename, filename*).
+        _, params = parse_content_disposition(part.headers.get(CONTENT_DISPOSITION))
+        self.name = content_disposition_filename(params, "name")
+        self.filename = content_disposition_filename(params, "filename")
+
+    def content_type(self) -> str:
+        """The part's media type, lower case; ``application/octet-stream`` when it has none
+        or a malformed one."""
+        raw = self.headers.get(CONTENT_TYPE, "").split(";")[0].strip().lower()
+        return raw if _MEDIA_TYPE_RE.match(raw) else "application/octet-stream"
+
+    async def read_chunk(self, size: int = 8192) -> bytes:
+        """Up to ``size`` bytes; ``b""`` only at the part's closing delimiter."""
+        try:
+            return await self.part.read_chunk(size)
+        except FormError as exc:
+            raise _malformed(exc) from exc
 
 
 def _allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
@@ -88,33 +111,10 @@ def _allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     return content_type in allowed or f"{major}/*" in allowed
 
 
-class _FormFile:
-    """A file part of the form whose parser errors and cut-off end read as 400s."""
-
-    def __init__(self, part: BodyPartReader) -> None:
-        self.part = part
-
-    async def read_chunk(self, size: int = 8192) -> bytes:
-        """Up to ``size`` bytes; ``b""`` only at the part's closing boundary."""
-        try:
-            chunk = await self.part.read_chunk(size)
-        except MULTIPART_ERRORS as exc:
-            raise BadRequest(
-                f"malformed multipart body: {exc}", code="malformed_multipart"
-            ) from exc
-        if not chunk and not self.part.at_eof():
-            raise BadRequest(
-                "multipart body ended before the file's closing boundary (truncated upload)",
-                code="malformed_multipart",
-            )
-        return chunk
-
-
-async def _skip(part: BodyPartReader, clock: BodyClock) -> None:
+async def _skip(part: _Field, clock: BodyClock) -> None:
     """Skip a non-file field, refusing one larger than MAX_OTHER_FIELD_BYTES."""
-    source = _FormFile(part)
     seen = 0
-    while chunk := await clock.chunk(source.read_chunk(8192)):
+    while chunk := await clock.chunk(part.read_chunk(65536)):
         seen += len(chunk)
         if seen > MAX_OTHER_FIELD_BYTES:
             raise PayloadTooLarge(
@@ -123,24 +123,23 @@ async def _skip(part: BodyPartReader, clock: BodyClock) -> None:
             )
 
 
-async def _text(part: BodyPartReader, clock: BodyClock) -> str:
+async def _text(part: _Field, clock: BodyClock) -> str:
     """A short text field's value (at most 1 KiB)."""
-    source = _FormFile(part)
     data = b""
-    while chunk := await clock.chunk(source.read_chunk(8192)):
+    while chunk := await clock.chunk(part.read_chunk(8192)):
         data += chunk
         if len(data) > 1024:
             raise BadRequest(f"form field {part.name!r} is too long", code="invalid_digest")
     return data.decode("utf-8", "replace")
 
 
-def _stated(part: BodyPartReader) -> Stated:
+def _stated(part: _Field) -> Stated:
     """The digests a file part's Content-Digest headers state (none without one)."""
     headers = part.headers.getall(CONTENT_DIGEST, [])
     return parse_content_digest(", ".join(headers)) if headers else Stated()
 
 
-async def _open_multipart(request: web.Request) -> MultipartReader:
+def _open_form(request: web.Request) -> FormReader:
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType(
             f"expected multipart/form-data with a {FILE_FIELD!r} field "
@@ -148,24 +147,27 @@ async def _open_multipart(request: web.Request) -> MultipartReader:
             code="unsupported_media_type",
         )
     try:
-        return await request.multipart()
-    except MULTIPART_ERRORS as exc:
-        raise BadRequest(f"malformed multipart body: {exc}", code="malformed_multipart") from exc
+        boundary = boundary_of(request.headers.get(CONTENT_TYPE, ""))
+    except FormError as exc:
+        raise _malformed(exc) from exc
+    return FormReader(request.content, boundary)
 
 
-async def _next_part(reader: MultipartReader, clock: BodyClock) -> BodyPartReader | None:
+async def _next_part(reader: FormReader, clock: BodyClock) -> _Field | None:
     """The next field of the form, or None after the body's closing boundary."""
     try:
-        part = await clock.read(reader.next())
-    except MULTIPART_ERRORS as exc:
-        raise BadRequest(f"malformed multipart body: {exc}", code="malformed_multipart") from exc
-    if part is not None and not isinstance(part, BodyPartReader):
+        part = await clock.read(reader.next_part())
+    except FormError as exc:
+        raise _malformed(exc) from exc
+    if part is None:
+        return None
+    if part.headers.get(CONTENT_TYPE, "").lstrip().lower().startswith("multipart/"):
         raise BadRequest("nested multipart bodies are not supported", code="malformed_multipart")
-    return part
+    return _Field(part)
 
 
 async def _stage_form(
-    request: web.Request, reader: MultipartReader, clock: BodyClock, staged: list[Staged]
+    request: web.Request, reader: FormReader, clock: BodyClock, staged: list[Staged]
 ) -> None:
     """Read the whole form to its closing boundary, staging each ``file`` field in ``staged``."""
     settings = request.app[S3_SETTINGS]
@@ -207,7 +209,7 @@ async def _stage_form(
             raise BadRequest(
                 f"more than {settings.max_files} files in one request", code="too_many_files"
             )
-        content_type = _part_content_type(part)
+        content_type = part.content_type()
         if not _allowed(content_type, settings.allowed_content_types):
             raise UnsupportedMediaType(
                 f"content type {content_type!r} is not allowed; allowed: "
@@ -221,7 +223,7 @@ async def _stage_form(
         )
         staged.append(
             await uploader.stage(
-                _FormFile(part),
+                part,
                 key=key,
                 filename=part.filename,
                 content_type=content_type,
@@ -292,7 +294,7 @@ async def upload(request: web.Request) -> web.Response:
             f"{settings.max_upload_bytes} bytes",
             code="upload_too_large",
         )
-    reader = await _open_multipart(request)
+    reader = _open_form(request)
     uploader = request.app[UPLOADER]
     clock = BodyClock(Pace.of(settings.common), lambda: request.content.total_bytes)
     staged: list[Staged] = []
