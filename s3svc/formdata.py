@@ -11,7 +11,8 @@ The rules it keeps: the preamble before the first delimiter is skipped (bounded)
 padding (whitespace) may follow a delimiter, the close delimiter adds ``--`` and whatever
 follows it (the epilogue) is never read, and a body that ends before the close delimiter is
 malformed. Part headers are parsed as aiohttp parses them (a line at most 8190 bytes, at most
-128 lines, names are tokens, no control characters in values, no obsolete line folding).
+128 lines, names are tokens, no control characters in values, no obsolete line folding), but
+a value that is not UTF-8 is read as ISO-8859-1, not with aiohttp's lone surrogates.
 Content-Transfer-Encoding and a part's Content-Length are ignored, as RFC 7578 says (section
 4.7, 4.8); the bytes are handed on as sent. No web layer: errors are :class:`FormError`.
 """
@@ -51,6 +52,18 @@ _SINGLETON = frozenset(
 )
 # One parameter of a media type: name=token or name="quoted string".
 _PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)\s*')
+
+
+def _decode_value(raw: bytes) -> str:
+    """A part header value as text: UTF-8 (what browsers send) when it is valid UTF-8, else
+    ISO-8859-1 (RFC 9110 section 5.5: historically allowed; curl sends a filename's bytes as
+    the file system has them). Never ``surrogateescape`` (aiohttp's choice): its lone
+    surrogates cannot be encoded again, so a Latin-1 filename failed the S3 call, a 500 after
+    the request's other files were stored."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 class FormError(ValueError):
@@ -276,7 +289,7 @@ class FormReader:
             name = bname.decode("utf-8", "surrogateescape")
             if not colon or not _TOKEN_RE.fullmatch(name):
                 raise FormError(f"invalid part header line {raw[:100]!r}")
-            value = bvalue.strip(b" \t").decode("utf-8", "surrogateescape")
+            value = _decode_value(bvalue.strip(b" \t"))
             if _FORBIDDEN_CTL_RE.search(value):
                 raise FormError(f"a control character in part header {name!r}")
             if name.lower() in _SINGLETON and name in headers:

@@ -227,6 +227,17 @@ async def test_malformed_or_cut_off_bodies_raise_form_error(form: bytes) -> None
             await parse(Pieces(pieces))
 
 
+async def test_a_header_value_that_is_not_utf8_reads_as_latin1() -> None:
+    """UTF-8 values read as UTF-8; any other bytes as ISO-8859-1, never as lone surrogates,
+    which no later step (the key, S3 metadata, logs) could encode again."""
+    head = b'Content-Disposition: form-data; name="file"; filename="'
+    for raw, text in [(b"caf\xc3\xa9.txt", "café.txt"), (b"caf\xe9.txt", "café.txt")]:
+        form = b"--" + B.encode() + b"\r\n" + head + raw + b'"\r\n\r\nz\r\n--' + B.encode() + b"--"
+        ((got, _),) = await parse(Pieces([form]))
+        assert got["Content-Disposition"] == f'form-data; name="file"; filename="{text}"'
+        got["Content-Disposition"].encode("utf-8")  # no lone surrogate
+
+
 async def test_header_limits_are_inclusive() -> None:
     """A header line of exactly 8190 bytes (CRLF included) and 128 header lines are accepted."""
     line = b"A: " + b"a" * (MAX_LINE - 5) + b"\r\n"

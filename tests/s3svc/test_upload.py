@@ -156,6 +156,36 @@ async def test_non_ascii_filename_is_folded_and_kept_in_metadata(client: Client,
     assert unquote(head["Metadata"]["original-filename"]) == name
 
 
+async def test_latin1_filename_bytes_are_stored_not_a_500(
+    client: Client, s3: Any, bucket: str
+) -> None:
+    """curl sends a filename's bytes as the file system has them: ``caf\\xe9.txt`` (Latin-1)
+    is not UTF-8. It reads as ISO-8859-1; lone surrogates made the S3 call fail with a 500
+    after the request's first file was already stored."""
+    b = "latin1B"
+    body = b"".join(
+        f"--{b}\r\nContent-Disposition: form-data; name=file; filename=".encode()
+        + name
+        + b"\r\n\r\n"
+        + data
+        + b"\r\n"
+        for name, data in [(b'"ok.txt"', b"first"), (b'"caf\xe9.txt"', b"second")]
+    )
+    resp = await client.post(
+        "/s3/upload",
+        data=body + f"--{b}--\r\n".encode(),
+        headers={"Content-Type": f"multipart/form-data; boundary={b}"},
+    )
+    assert resp.status == 201, await resp.text()
+    first, second = (await resp.json())["files"]
+    assert second["filename"] == "café.txt"
+    assert second["key"].endswith("/cafe.txt")
+    await assert_stored(s3, first, b"first")
+    await assert_stored(s3, second, b"second")
+    head = await s3.head_object(Bucket=bucket, Key=second["key"])
+    assert unquote(head["Metadata"]["original-filename"]) == "café.txt"
+
+
 async def test_path_traversal_filename_never_shapes_the_key(client: Client, s3: Any) -> None:
     """``../../etc/passwd`` is reduced to its last segment under the server's own prefix."""
     resp = await client.post("/s3/upload", data=form(("../../etc/passwd", b"root:x", "text/plain")))
