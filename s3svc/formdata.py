@@ -29,6 +29,8 @@ MAX_LINE = 8190
 MAX_HEADERS = 128
 # A preamble is for non-MIME readers; no client sends much, and skipping must not be free.
 MAX_PREAMBLE = 64 * 1024
+# An HTTP chunk smaller than this is joined with the data buffered after it.
+SMALL_PIECE = 8 * 1024
 # RFC 2046 section 5.1.1: a boundary has 1 to 70 characters.
 MAX_BOUNDARY = 70
 
@@ -75,6 +77,10 @@ class ChunkSource(Protocol):
 
     async def readchunk(self) -> tuple[bytes, bool]:
         """The next buffered piece and whether it ends an HTTP chunk; ``(b"", False)`` at EOF."""
+        ...
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        """Whatever is buffered already (``b""`` when nothing is), without waiting."""
         ...
 
 
@@ -247,9 +253,15 @@ class FormReader:
                 raise FormError(f"more than {self._max_preamble} bytes before the first boundary")
 
     async def _read_piece(self) -> bytes:
-        """The next piece of the body; ``b""`` at its end."""
+        """The next piece of the body; ``b""`` at its end. readchunk() hands over one HTTP
+        chunk at a time, so a small chunk is joined with what is buffered after it: a body
+        of 1-byte chunks would otherwise cost a pass through the reader and the upload
+        engine per byte (~5 s of CPU per 256 KiB), ten times aiohttp's own reading."""
         while True:
             piece, end_of_http_chunk = await self._source.readchunk()
+            small = piece and end_of_http_chunk and len(piece) < SMALL_PIECE
+            if small and (more := self._source.read_nowait()):
+                return b"".join((piece, more))
             if piece or not end_of_http_chunk:
                 return piece
 

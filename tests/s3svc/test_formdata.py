@@ -36,6 +36,33 @@ class Pieces:
         self._end_pending = self.http_chunks
         return self.pieces[self.taken - 1], False
 
+    def read_nowait(self, n: int = -1) -> bytes:
+        """Nothing is ever buffered ahead: each piece arrives on its own."""
+        return b""
+
+
+class Buffered(Pieces):
+    """HTTP chunks that have all arrived: read_nowait() hands over every piece still
+    buffered, as aiohttp's StreamReader does (its chunk ends passed, it drops)."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        super().__init__(pieces)
+        self.reads = 0
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        """Each piece with the end of its HTTP chunk, as aiohttp reports it."""
+        self.reads += 1
+        if self.taken == len(self.pieces):
+            return b"", False
+        self.taken += 1
+        return self.pieces[self.taken - 1], True
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        assert n == -1
+        rest = b"".join(self.pieces[self.taken :])
+        self.taken = len(self.pieces)
+        return rest
+
 
 def part(name: str, data: bytes, filename: str | None = None, extra: bytes = b"") -> bytes:
     """One part with its opening delimiter line (no CRLF before it)."""
@@ -121,6 +148,14 @@ async def test_one_byte_at_a_time() -> None:
     """A body that arrives one byte per piece (a drip), with HTTP chunk ends in between."""
     pieces = [FORM[i : i + 1] for i in range(len(FORM))]
     assert await parse(Pieces(pieces, http_chunks=True)) == EXPECTED
+
+
+async def test_tiny_http_chunks_are_joined_with_what_is_buffered() -> None:
+    """A body of 1-byte HTTP chunks is not read a byte at a time: a small chunk is joined
+    with the data already buffered after it (it cost ~5 s of CPU per 256 KiB uploaded)."""
+    source = Buffered([FORM[i : i + 1] for i in range(len(FORM))])
+    assert await parse(source) == EXPECTED
+    assert source.reads < 5
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, len(DELIM), 100])
