@@ -68,8 +68,11 @@ class PortInUse(Exception):
 
 
 # Arguments of every connection's request handler: aiohttp's own access log is off (the
-# context middleware and the connection write ours).
-HANDLER_ARGS: dict[str, Any] = {"access_log": None}
+# context middleware and the connection write ours). A connection's body stream stops reading
+# the socket past twice ``read_bufsize``: at aiohttp's 256 KiB, each upload waiting for memory
+# held ~1 MiB beyond the budget (1.42-1.48 times the budget for 30 uploads on 64 MiB); at
+# 64 KiB, 1.27-1.32, for no measurable CPU (bench/RESULTS.md, "s3svc upload memory").
+HANDLER_ARGS: dict[str, Any] = {"access_log": None, "read_bufsize": 64 * 1024}
 
 
 class ServiceSite(web.BaseSite):

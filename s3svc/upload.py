@@ -67,7 +67,7 @@ CLOCK_SKEW = timedelta(seconds=2)
 
 
 class FilePart(Protocol):
-    """One file of the form, as the web layer hands it over (aiohttp's ``BodyPartReader``)."""
+    """One file of the form, as the web layer hands it over (a :mod:`s3svc.formdata` part)."""
 
     def read_chunk(self, size: int = ...) -> Awaitable[bytes]:
         """Up to ``size`` bytes of the file; ``b""`` at its end."""
@@ -549,14 +549,12 @@ class _FileWriter:
                 await self._dispatch()
             take = view[: self.part_size - self.block_len]
             if not self.slot.n and (
-                self.upload_id is not None
-                or self.block_len + len(take) > SLOT_THRESHOLD
-                or not self.mem.try_grow(len(take))
+                self.block_len + len(take) > SLOT_THRESHOLD or not self.mem.try_grow(len(take))
             ):
                 # A whole part at once (a block with a slot never waits for memory again), when
-                # the file is multipart already, the block outgrows the small pool's share or
-                # the small pool is full: nothing ever waits for the small pool, so small
-                # buffers cannot hold it while waiting.
+                # the block outgrows the small pool's share or the small pool is full: nothing
+                # ever waits for the small pool, so small buffers cannot hold it while waiting.
+                # (A multipart file's short last block needs no slot either.)
                 await self.slot.grow(self.part_size)
                 self._to_part_buffer()
                 self.mem.release()  # its bytes so far now count in the slot

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from s3svc.app import UPLOADER, create_app
@@ -90,23 +91,29 @@ async def test_drips_hold_no_part_and_are_cut_off(
     assert await open_uploads(s3, bucket) == []
 
 
-async def test_exhausted_budget_is_503_busy_and_not_ready(
+@pytest.mark.parametrize("memory_wait", [60.0, 0.5], ids=["waits-then-served", "busy"])
+async def test_exhausted_budget_is_not_ready_then_served_or_503_busy(
     make_s3_settings: Callable[..., S3Settings],
     moto_url: str,
     s3: Any,
     bucket: str,
+    memory_wait: float,
 ) -> None:
-    """S3 holds an upload's first part, so it keeps the only part slot: a second large upload
-    waits at most UPLOAD_MEMORY_WAIT, then gets 503 busy with Retry-After and stores nothing;
-    /ready is 503 meanwhile and 200 again once S3 answers."""
+    """S3 holds an upload's first part, so it keeps the only part slot. A second large upload
+    waits for it: with a long UPLOAD_MEMORY_WAIT, /ready is 503 while it waits and it is
+    served once S3 answers; with a short one it gets 503 busy with Retry-After and stores
+    nothing. /ready is 200 again once S3 answers. (Two cases, so no check races the wait.)"""
     thaw = asyncio.Event()
 
     def rule(call: Call) -> Fault | None:
         return Fault(gate=thaw) if call.s3_operation == "UploadPart" else None
 
+    waits = memory_wait > 1
     async with fault_proxy(moto_url, rule) as proxy:
         # One part's worth for small buffers, one part slot.
-        settings = make_s3_settings(memory_budget=2 * PART, memory_wait=1.0, max_inflight_parts=1)
+        settings = make_s3_settings(
+            memory_budget=2 * PART, memory_wait=memory_wait, max_inflight_parts=1
+        )
         server: Any = TestServer(create_app(through(settings, proxy.url, read_timeout=120)))
         await server.start_server()
         base = f"http://{server.host}:{server.port}/s3"
@@ -120,28 +127,38 @@ async def test_exhausted_budget_is_503_busy_and_not_ready(
                 # part 1 is held by S3, and with it the only slot
                 await eventually(lambda: uploader.slots.used == PART)
                 late = aiohttp.FormData()
-                late.add_field("file", os.urandom(2 * MIB), filename="late.bin")
+                late_payload = os.urandom(2 * MIB)
+                late.add_field("file", late_payload, filename="late.bin")
                 second = asyncio.create_task(session.post(f"{base}/upload", data=late))
-                await eventually(lambda: uploader.busy() is not None)
-                ready = await session.get(f"{base}/ready")
-                assert ready.status == 503
-                assert "memory" in (await ready.json())["message"]
-                refused = await asyncio.wait_for(second, 60)
-                assert refused.status == 503
-                assert (await refused.json())["error"] == "busy"
-                assert int(refused.headers["Retry-After"]) > 0
+                if waits:
+                    await eventually(lambda: uploader.busy() is not None)
+                    ready = await session.get(f"{base}/ready")
+                    assert ready.status == 503
+                    assert "memory" in (await ready.json())["message"]
+                else:
+                    refused = await asyncio.wait_for(second, 60)
+                    assert refused.status == 503
+                    assert (await refused.json())["error"] == "busy"
+                    assert int(refused.headers["Retry-After"]) > 0
                 thaw.set()
                 done = await asyncio.wait_for(first, 120)
                 assert done.status == 201, await done.text()
-                key = (await done.json())["files"][0]["key"]
+                keys = [(await done.json())["files"][0]["key"]]
+                expected = {keys[0]: payload}
+                if waits:
+                    served = await asyncio.wait_for(second, 120)
+                    assert served.status == 201, await served.text()
+                    keys.append((await served.json())["files"][0]["key"])
+                    expected[keys[1]] = late_payload
                 assert (await session.get(f"{base}/ready")).status == 200
         finally:
             await server.close()
-    assert await stored_keys(s3, bucket) == [key]
+    assert sorted(await stored_keys(s3, bucket)) == sorted(keys)
     assert await open_uploads(s3, bucket) == []
-    obj = await s3.get_object(Bucket=bucket, Key=key)
-    async with obj["Body"] as body:
-        assert await body.read() == payload
+    for key, data in expected.items():
+        obj = await s3.get_object(Bucket=bucket, Key=key)
+        async with obj["Body"] as body:
+            assert await body.read() == data
 
 
 async def test_concurrent_uploads_beyond_the_slots_all_complete(
