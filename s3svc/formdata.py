@@ -52,8 +52,9 @@ _SINGLETON = frozenset(
         "user-agent",
     }
 )
-# One parameter of a media type: name=token or name="quoted string".
-_PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)\s*')
+# One parameter of a media type: its name, then the content of a quoted string (group 2) or a
+# token (group 3; one that starts with a quote is an unclosed quoted string).
+_PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))\s*')
 
 
 def _decode_value(raw: bytes) -> str:
@@ -91,10 +92,13 @@ def boundary_of(content_type: str) -> str:
     boundary: str | None = None
     for match in _PARAM_RE.finditer(sep + params):
         if match.group(1).lower() == "boundary":
-            value = match.group(2)
-            if value.startswith('"'):
-                value = re.sub(r"\\(.)", r"\1", value[1:-1])
-            boundary = value
+            quoted, token = match.group(2), match.group(3)
+            if quoted is not None:
+                boundary = re.sub(r"\\(.)", r"\1", quoted)
+            elif token.startswith('"'):
+                raise FormError(f"unclosed quote in the boundary of {content_type!r}")
+            else:
+                boundary = token
             break
     if boundary is None:
         raise FormError(f"no boundary in Content-Type {content_type!r}")

@@ -305,6 +305,8 @@ def test_boundary_of(content_type: str, boundary: str) -> None:
         'multipart/form-data; boundary=""',
         "multipart/form-data; boundary=" + "b" * 71,
         "multipart/form-data; boundary=é",
+        'multipart/form-data; boundary="abc',
+        'multipart/form-data; boundary="abc\\"',
     ],
 )
 def test_boundary_of_refuses(content_type: str) -> None:
