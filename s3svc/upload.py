@@ -213,17 +213,23 @@ class Uploader:
             return "upload memory is exhausted (uploads are waiting for it)"
         return None
 
+    async def settle(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, for the aborts and commits that outlive their
+        request (a cancelled request leaves its cleanup running); True when none is left."""
+        for _ in range(5):  # let just-cancelled requests schedule their cleanup first
+            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._pending and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._pending), timeout=left)
+        return not self._pending
+
     async def drain(self) -> None:
         """Finish every abort and commit, then abort what no request is left to abort.
 
         Called on shutdown before the S3 client closes, so no multipart upload is orphaned.
         """
-        for _ in range(5):
-            await asyncio.sleep(0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ABORT_TIMEOUT
-        while self._pending and (left := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._pending), timeout=left)
+        await self.settle(ABORT_TIMEOUT)
         await asyncio.gather(
             *(
                 self.abort_upload(k, upload_id, "shutdown")

@@ -79,6 +79,8 @@ async def test_a_client_gone_before_the_closing_boundary_stores_nothing(
     writer.close()
     await writer.wait_closed()
     assert await server.app[IN_FLIGHT].wait_idle(60)
+    # The cancelled request's aborts run on after it (shielded): wait for them, not for luck.
+    assert await uploader.settle(60)
     assert await stored_keys(s3, bucket) == []
     assert await open_uploads(s3, bucket) == []
     assert uploader.meter.used == 0
