@@ -39,7 +39,7 @@ reset through ``/proc/PID/clear_refs`` before each phase).
 Speed is measured, never asserted: the exit status is 0 whether targets are met or missed.
 Run from the repository root: ``.venv/bin/python bench/logging_overhead.py`` (``--help``); the
 results replace the ``## Logging and metrics overhead`` section of ``bench/RESULTS.md``
-(``--no-write`` to only print them), keeping its hand-written ``### Profile...`` subsection.
+(``--no-write`` to only print them), keeping its hand-written ``(by hand ...)`` subsections.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
-from bench.results import RESULTS, machine_line, write_section  # noqa: E402
+from bench.results import add_no_write, command_line, measured_line, publish  # noqa: E402
 from bench.sqs import (  # noqa: E402
     CpuMeter,
     base_env,
@@ -87,7 +87,6 @@ QUEUE = "bench-logging-overhead"
 LOG_GROUP = "/bench/logging-overhead"
 SECTION = "## Logging and metrics overhead"
 # A hand-written subsection of ours that a new run keeps (it is not generated from the numbers).
-KEEP = "### Profile"
 # Issue #12's targets: service CPU per access line (µs), and /sqs/send req/s on / off.
 LINE_CPU_TARGETS = {"stdout": 15.0, "stdout+cw": 30.0}
 SEND_RATIO_TARGET = 0.9
@@ -724,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=[e.name for e in ENDPOINTS],
         help="load only this endpoint (repeatable; default: all)",
     )
-    p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    add_no_write(p)
     args = p.parse_args(argv)
     started = time.monotonic()
     with (
@@ -733,17 +732,13 @@ def main(argv: list[str] | None = None) -> int:
     ):
         phases, shipping, events = runner.run(run(args, Path(tmp)))
     table, checks = report(phases, shipping, events, args)
-    command = " ".join([".venv/bin/python", "bench/logging_overhead.py", *argv])
     body = (
-        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine_line()} with `{command}` "
-        f"({time.monotonic() - started:.0f} s).\n\n" + table
+        f"{measured_line(command_line('logging_overhead.py', argv))} "
+        f"({time.monotonic() - started:.0f} s).\n\n{table}"
     )
-    print(body)
+    publish(SECTION, body, write=args.write)
     for what, got, goal, ok in checks:
         print(f"{what}: {got}, target {goal}: {'met' if ok else 'MISSED'}", file=sys.stderr)
-    if not args.no_write:
-        write_section(SECTION, body, keep=KEEP)
-        print(f"\n(written to {RESULTS.relative_to(ROOT)})", file=sys.stderr)
     return 0
 
 

@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
-from bench.results import RESULTS, machine_line, write_section  # noqa: E402
+from bench.results import add_no_write, command_line, measured_line, publish  # noqa: E402
 from common.aws import open_client  # noqa: E402
 from common.config import AwsSettings  # noqa: E402
 from tests.faultproxy import Call, Fault, FaultProxy  # noqa: E402
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--quiet-wait", type=float, default=10.0, help="max seconds to wait for quiet per phase"
     )
-    p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    add_no_write(p)
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
@@ -397,15 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.Runner(loop_factory=loop_factory) as runner,
     ):
         table, met = runner.run(run(args, Path(tmp)))
-    command = " ".join([".venv/bin/python", "bench/sqs.py", *(argv or sys.argv[1:])])
-    body = (
-        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine_line()} with `{command}`.\n\n"
-        + table
-    )
-    print(body)
-    if not args.no_write:
-        write_section(SECTION, body)
-        print(f"\n(written to {RESULTS.relative_to(ROOT)})", file=sys.stderr)
+    body = f"{measured_line(command_line('sqs.py', argv))}.\n\n{table}"
+    publish(SECTION, body, write=args.write)
     return 0 if met or not args.strict else 1
 
 

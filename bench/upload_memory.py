@@ -31,7 +31,7 @@ with PART_SIZE=5MiB). ``--s3svc-env NAME=VALUE`` adds to s3svc's environment in 
 
 Run from the repository root: ``make bench`` or ``.venv/bin/python bench/upload_memory.py
 --help``. The report replaces the ``## s3svc upload memory`` section of ``bench/RESULTS.md``
-(``--no-write`` to only print it), keeping a hand-written ``### Interpretation`` subsection.
+(``--no-write`` to only print it), keeping its hand-written ``(by hand ...)`` subsections.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ if str(ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 from aiohttp.payload import AsyncIterablePayload  # noqa: E402
 
-from bench.results import RESULTS, machine_line, write_section  # noqa: E402
+from bench.results import add_no_write, command_line, measured_line, publish  # noqa: E402
 from bench.upload import (  # noqa: E402
     FAKE_CREDENTIALS,
     MotoProcess,
@@ -81,7 +81,6 @@ from tests.procs import ServiceProcess, rss_kib  # noqa: E402
 BUCKET = "bench-memory"
 REGION = "us-east-1"
 SECTION = "## s3svc upload memory"
-NOTES = "### Interpretation"
 TARGET_RATIO = 1.25
 # The bytes sent: a seeded pseudo-random pattern; upload i starts at its own offset in it.
 PATTERN_BYTES = 16 * MIB
@@ -463,7 +462,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, command: str) -> s
     """The Markdown report."""
     extra = ", ".join(f"`{e}`" for e in args.s3svc_env) or "none"
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine_line()}, with `{command}`.",
+        f"{measured_line(command)}.",
         "",
         "Per scenario a fresh `python -m s3svc` (moto as its own process, objects in memory, "
         "deleted after each scenario) gets one warm-up request of two 64 KiB files (every S3 call, no part buffer), settles for "
@@ -587,17 +586,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="keep moto's and s3svc's logs in this directory (default: a temporary one)",
     )
-    p.add_argument(
-        "--no-write",
-        dest="write",
-        action="store_false",
-        help=f"only print the report; do not update {SECTION!r} of bench/RESULTS.md",
-    )
+    add_no_write(p)
     args = p.parse_args(argv)
     args.scenario = args.scenario or list(SCENARIOS)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
-    command = " ".join([".venv/bin/python", "bench/upload_memory.py", *(argv or sys.argv[1:])])
+    command = command_line("upload_memory.py", argv)
     with contextlib.ExitStack() as stack:
         if args.workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="s3svc-mem-")))
@@ -606,10 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir.mkdir(parents=True, exist_ok=True)
         with asyncio.Runner(loop_factory=new_event_loop_factory("uvloop")) as runner:
             body = runner.run(run(args, workdir, command))
-    print(f"{SECTION}\n\n{body}")
-    if args.write:
-        write_section(SECTION, body, keep=NOTES)
-        print(f"\n(written to {RESULTS.relative_to(ROOT)})", file=sys.stderr)
+    publish(SECTION, body, write=args.write)
     return 0
 
 
