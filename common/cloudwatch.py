@@ -176,7 +176,7 @@ class CloudWatchShipper:
             self._next_stream_try = time.monotonic() + STREAM_RETRY
             if not self._stream_warned:
                 self._stream_warned = True
-                _log.warning("log_stream_unavailable: %s: %s", type(exc).__name__, exc)
+                _log.warning("log_stream_unavailable", exc_info=exc)
         return self._stream_ready
 
     def _hand_over(self) -> None:

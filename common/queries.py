@@ -88,9 +88,9 @@ QUERIES: dict[str, Query] = {
         ),
         Query(
             "messages-sent",
-            "messages sent and batches per 5 minutes",
+            "messages SQS accepted and batches per 5 minutes",
             'filter event = "batch_sent"\n'
-            "| stats sum(batch_size) as messages, count(*) as batches,"
+            "| stats sum(accepted) as messages_sent, count(*) as batches,"
             " avg(batch_size) as avg_batch_size by bin(5m)",
         ),
         Query(

@@ -6,6 +6,7 @@ Delivery from running services, SIGTERM flushes and outages are in tests/e2e/tes
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -96,10 +97,12 @@ async def test_delivery_loggers_are_never_shipped(
 
 @pytest.mark.filterwarnings("ignore::watchtower.WatchtowerWarning")
 async def test_stream_creation_failures_do_not_end_shipping(
-    logs_client: Any, log_group: str, moto_url: str
+    logs_client: Any, log_group: str, moto_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """CreateLogStream fails with a connection error twice (a new task while CloudWatch is
-    unreachable): lines wait, the stream is created on a later try, and they all arrive."""
+    unreachable): lines wait, the stream is created on a later try, and they all arrive. The
+    first failure is one warning, its event a stable name and the error in its fields."""
+    caplog.set_level(logging.WARNING, logger="common.cloudwatch")
     shipper = shipper_for(moto_url, log_group, send_interval=0.1)
     failures = 2
 
@@ -118,3 +121,7 @@ async def test_stream_creation_failures_do_not_end_shipping(
     assert events == ["line-0", "line-1", "line-2"]
     assert failures == 0
     assert shipper.undelivered() == 0
+    (warned,) = [r for r in caplog.records if r.name == "common.cloudwatch"]
+    assert (warned.levelname, warned.getMessage()) == ("WARNING", "log_stream_unavailable")
+    assert warned.exc_info is not None
+    assert warned.exc_info[0] is EndpointConnectionError

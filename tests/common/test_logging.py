@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import datetime
 import io
 import json
@@ -14,10 +16,12 @@ import pytest
 import structlog
 
 from common.config import AwsSettings, CloudWatchSettings
-from common.logging import BASE_FIELDS, configure_logging, get_logger, iso_utc
-from common.metrics import emf
+from common.logging import BASE_FIELDS, SCHEMA, configure_logging, get_logger, iso_utc
+from common.metrics import COUNTED_ERRORS, emf
 from common.render import render_json
+from sqssvc.batcher import BatcherStats
 from tests.conftest import common_settings, log_lines
+from tests.procs import ROOT
 
 
 def lines(out: str) -> list[dict[str, Any]]:
@@ -182,3 +186,48 @@ def test_stdout_level_above_log_level_needs_cloudwatch() -> None:
         S3Settings.from_env({"STDOUT_LOG_LEVEL": "warning"})
     settings = S3Settings.from_env({"STDOUT_LOG_LEVEL": "warning", "CLOUDWATCH_LOG_GROUP": "/g"})
     assert settings.common.stdout_log_level == "warning"
+
+
+_LEVELS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "msg"}
+
+
+def _logged_fields() -> dict[str, str]:
+    """Every field name the services' code gives a log line, with one place it does: the
+    keywords of log calls and of ``bind_contextvars``, ``add_metric``'s names and the dimension
+    and metric names written into ``emf()`` calls."""
+    found: dict[str, str] = {}
+    for path in sorted(p for d in ("common", "s3svc", "sqssvc") for p in (ROOT / d).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            func = node.func
+            called = [func.body, func.orelse] if isinstance(func, ast.IfExp) else [func]
+            names = {
+                f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "") for f in called
+            }
+            if names & (_LEVELS | {"bind_contextvars"}):
+                # exc_info is taken apart into exc_type, exc_message and stack.
+                found |= {k.arg: where for k in node.keywords if k.arg not in (None, "exc_info")}
+            if "add_metric" in names and isinstance(name := node.args[1], ast.Constant):
+                found[str(name.value)] = where
+            if "emf" in names:
+                for arg in node.args[1:3]:
+                    if isinstance(arg, ast.Dict):
+                        found |= {
+                            str(k.value): where for k in arg.keys if isinstance(k, ast.Constant)
+                        }
+    return found
+
+
+def test_every_field_the_code_logs_is_in_the_schema() -> None:
+    """SCHEMA (and so docs/logs.md) names every field a line can carry: what the code passes to
+    log calls, binds to the request's context or adds as a metric, the batcher's closing
+    counters and the counted errors' metrics. (The access line's own fields and its EMF are
+    checked on real lines in tests/common/test_metrics.py.)"""
+    fields = _logged_fields()
+    assert len(fields) > 40  # the scan sees the code's log calls
+    fields |= {f.name: "BatcherStats" for f in dataclasses.fields(BatcherStats)}
+    fields |= {name: "COUNTED_ERRORS" for name in COUNTED_ERRORS.values()}
+    missing = {k: v for k, v in fields.items() if k not in SCHEMA}
+    assert not missing, missing

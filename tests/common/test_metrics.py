@@ -12,7 +12,7 @@ from aiohttp import web
 
 from common.app import create_base_app
 from common.config import AwsSettings
-from common.logging import configure_logging
+from common.logging import SCHEMA, configure_logging
 from common.metrics import MAX_DIMENSIONS, MAX_METRICS, emf, request_metrics
 from common.middleware import add_metric
 from tests.conftest import common_settings
@@ -82,6 +82,7 @@ async def test_access_line_carries_request_and_domain_metrics(
     for line in (work, missing):
         assert_valid_emf(line)
         assert line["Service"] == "demo"
+        assert set(line) <= set(SCHEMA), set(line) - set(SCHEMA)  # every field documented
     assert work["Route"] == "/demo/work"
     assert work["UploadBytes"] == 15
     assert work["Errors4xx"] == 0
