@@ -19,6 +19,7 @@ from s3svc.config import S3Settings
 from sqssvc.config import SqsSettings
 from tests.conftest import REGION
 from tests.deploy.dockerfile import parse
+from tests.deploy.shutdown import MARGIN, longest_shutdown
 from tests.procs import ROOT
 
 COMPOSE_FILE = ROOT / "docker" / "compose.yaml"
@@ -42,6 +43,19 @@ def test_services_build_from_their_dockerfiles_and_publish_their_ports() -> None
         assert SERVICES[name]["depends_on"] == {
             "init": {"condition": "service_completed_successfully"}
         }
+
+
+def test_stop_grace_periods_cover_the_shutdown() -> None:
+    """``docker compose stop`` waits out each service's whole shutdown before it kills it."""
+    settings: dict[str, S3Settings | SqsSettings] = {
+        "s3svc": S3Settings.from_env(env_of("s3svc")),
+        "sqssvc": SqsSettings.from_env(env_of("sqssvc")),
+        "sqssvc-fifo": SqsSettings.from_env(env_of("sqssvc-fifo")),
+    }
+    for name, service in settings.items():
+        grace = SERVICES[name]["stop_grace_period"]
+        assert grace.endswith("s"), grace
+        assert longest_shutdown(service) + MARGIN <= float(grace[:-1]), name
 
 
 def test_moto_image_is_the_pinned_moto() -> None:
