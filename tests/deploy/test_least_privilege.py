@@ -419,12 +419,15 @@ async def test_client_disconnect_aborts_the_upload(world: World, s3svc: ServiceP
         ).encode()
         + head
     )
-    sent = 0
-    while not await _open_uploads(world, name):  # send until the multipart upload is open
-        assert sent < 40 * MIB, "the service never opened a multipart upload"
-        writer.write(os.urandom(MIB))
-        await writer.drain()
-        sent += MIB
+    # Two parts and more (PART_SIZE 5 MiB) of the 40 MiB declared: the file cannot be a single
+    # PUT, so the service opens a multipart upload while it waits for the rest. Wait for that
+    # (CreateMultipartUpload runs on its own time), then go away.
+    writer.write(os.urandom(12 * MIB))
+    await writer.drain()
+    deadline = time.monotonic() + 20
+    while not await _open_uploads(world, name):
+        assert time.monotonic() < deadline, s3svc.output()[-3000:]
+        await asyncio.sleep(0.1)
     writer.close()
     await writer.wait_closed()
     deadline = time.monotonic() + 20
