@@ -84,6 +84,10 @@ class ChunkSource(Protocol):
         """Whatever is buffered already (``b""`` when nothing is), without waiting."""
         ...
 
+    def at_eof(self) -> bool:
+        """True once the body was read to its end."""
+        ...
+
 
 def boundary_of(content_type: str) -> str:
     """The ``boundary`` parameter of a multipart ``Content-Type`` value; FormError without a
@@ -260,13 +264,17 @@ class FormReader:
         """The next piece of the body; ``b""`` at its end. readchunk() hands over one HTTP
         chunk at a time, so a small chunk is joined with what is buffered after it: a body
         of 1-byte chunks would otherwise cost a pass through the reader and the upload
-        engine per byte (~5 s of CPU per 256 KiB), ten times aiohttp's own reading."""
+        engine per byte (~5 s of CPU per 256 KiB), ten times aiohttp's own reading.
+
+        ``(b"", True)`` (an HTTP chunk's end) is skipped, but not at the body's end: aiohttp's
+        shared reader of empty bodies answers it forever after its first caller, and since
+        readchunk() then never waits, skipping it there spun the event loop at 100 % CPU."""
         while True:
             piece, end_of_http_chunk = await self._source.readchunk()
             small = piece and end_of_http_chunk and len(piece) < SMALL_PIECE
             if small and (more := self._source.read_nowait()):
                 return b"".join((piece, more))
-            if piece or not end_of_http_chunk:
+            if piece or not end_of_http_chunk or self._source.at_eof():
                 return piece
 
     async def _peek(self, n: int) -> bytes:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
+from aiohttp.streams import EMPTY_PAYLOAD
 
 from s3svc.formdata import MAX_LINE, FormError, FormReader, boundary_of
 
@@ -39,6 +41,9 @@ class Pieces:
     def read_nowait(self, n: int = -1) -> bytes:
         """Nothing is ever buffered ahead: each piece arrives on its own."""
         return b""
+
+    def at_eof(self) -> bool:
+        return self.taken == len(self.pieces) and not self._end_pending
 
 
 class Buffered(Pieces):
@@ -120,6 +125,36 @@ EXPECTED = [
     ),
     ({"Content-Disposition": 'form-data; name="file"; filename="empty.bin"'}, b""),
 ]
+
+
+class Counted:
+    """A ChunkSource passed through, failing once readchunk() was called ``limit`` times: a
+    reader that never stops asking fails here instead of spinning the event loop."""
+
+    def __init__(self, source: Any, limit: int = 100) -> None:
+        self.source, self.limit, self.calls = source, limit, 0
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        self.calls += 1
+        assert self.calls <= self.limit, "readchunk() called again and again"
+        chunk: tuple[bytes, bool] = await self.source.readchunk()
+        return chunk
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        data: bytes = self.source.read_nowait(n)
+        return data
+
+    def at_eof(self) -> bool:
+        return bool(self.source.at_eof())
+
+
+async def test_an_empty_body_is_refused_every_time() -> None:
+    """aiohttp's one reader of every empty body: FormError for each form read from it. After
+    its first caller it answers ``(b"", True)`` without ever waiting; a reader that skipped that
+    as an HTTP chunk's end hung the whole service on the second empty upload."""
+    for _ in range(3):
+        with pytest.raises(FormError, match="truncated"):
+            await FormReader(Counted(EMPTY_PAYLOAD), B).next_part()
 
 
 async def test_one_piece() -> None:
