@@ -224,8 +224,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # aiohttp's parsers (e.g. multipart part headers) reject malformed input this way.
         return error_response(400, "bad_request", f"malformed request: {exc.message}", request)
     except web.RequestPayloadError as exc:
-        # The body parser refused what the handler was reading (an undecodable Content-Encoding,
-        # say): the client's fault, answered without its bytes. The connection cannot go on.
+        # The body parser refused what the handler was reading (a malformed chunk, say): the
+        # client's fault, answered without its bytes. The connection cannot go on.
         cause = exc.__cause__
         if isinstance(cause, HttpProcessingError):
             status, code, text = refusal(cause)

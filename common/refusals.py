@@ -3,14 +3,14 @@
 aiohttp's parsers raise ``HttpProcessingError``s whose text quotes the offending bytes; the
 answer never does. The connection (``common/connection.py``) uses this for what its parser
 refuses before a handler runs, the error middleware for what the body parser refuses while a
-handler reads (malformed chunks, an undecodable ``Content-Encoding``).
+handler reads (malformed chunks). Bodies are never decoded (``auto_decompress`` is off in
+``common/server.py``), so no ``Content-Encoding`` reaches the parser's decoders.
 """
 
 from __future__ import annotations
 
 from aiohttp.http_exceptions import (
     BadStatusLine,
-    ContentEncodingError,
     ContentLengthError,
     HttpProcessingError,
     InvalidHeader,
@@ -36,11 +36,6 @@ _INVALID_FRAMING = (
     "the body's framing is invalid: Content-Length must be one non-negative integer, "
     "Transfer-Encoding must end in chunked with valid chunks, and a request may not carry both",
 )
-_UNDECODABLE_BODY = (
-    400,
-    "invalid_content_encoding",
-    "the body could not be decoded as its Content-Encoding says",
-)
 _MALFORMED = (400, "bad_request", "the request is not valid HTTP/1.1")
 
 
@@ -60,8 +55,6 @@ def refusal(exc: HttpProcessingError) -> tuple[int, str, str]:
         return _INVALID_HEADER
     if isinstance(exc, (TransferEncodingError, ContentLengthError)):
         return _INVALID_FRAMING
-    if isinstance(exc, ContentEncodingError):
-        return _UNDECODABLE_BODY
     reason = parser_reason(exc).lower()
     if "too many headers" in reason:
         return _HEADER_TOO_LARGE

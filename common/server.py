@@ -72,7 +72,15 @@ class PortInUse(Exception):
 # the socket past twice ``read_bufsize``: at aiohttp's 256 KiB, each upload waiting for memory
 # held ~1 MiB beyond the budget (1.42-1.48 times the budget for 30 uploads on 64 MiB); at
 # 64 KiB, 1.27-1.32, for no measurable CPU (bench/RESULTS.md, "s3svc upload memory").
-HANDLER_ARGS: dict[str, Any] = {"access_log": None, "read_bufsize": 64 * 1024}
+# Request bodies are never inflated: a compressed one is refused 415 unread (the error
+# middleware). With aiohttp's decoder on, ``br`` or ``zstd`` without their modules was refused
+# 400 before any middleware, and the rest of a refused gzip body was inflated while the
+# connection lingered, an undecodable one logged as an unhandled exception.
+HANDLER_ARGS: dict[str, Any] = {
+    "access_log": None,
+    "read_bufsize": 64 * 1024,
+    "auto_decompress": False,
+}
 
 
 class ServiceSite(web.BaseSite):

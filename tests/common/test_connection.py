@@ -256,6 +256,33 @@ async def test_error_outside_the_middlewares_is_json_without_internals(
     assert (line["status"], line["error"]) == (500, "internal_error")
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "GZIP", "deflate", "br", "zstd", "x-unknown"])
+async def test_a_compressed_body_is_415_unread_and_logs_no_error(
+    serve: Serve, capsys: pytest.CaptureFixture[str], encoding: str
+) -> None:
+    """Any Content-Encoding is ``415 unsupported_content_encoding``, on the connection's first
+    request and its second: aiohttp never decodes a body, so ``br`` or ``zstd`` (no module here)
+    is not refused 400 before the middlewares, and a body that is not what its encoding says
+    (read off when the connection lingers) is not logged as an unhandled exception."""
+    port = await serve()
+    body = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03not really " + MARK
+    request = (
+        POST + f"Content-Encoding: {encoding}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    ) + body
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request * 2)
+    await writer.drain()
+    answers = [await read_answer(reader), await read_answer(reader)]
+    writer.close()
+    for answer in answers:
+        assert answer.status == 415
+        assert answer.json()["error"] == "unsupported_content_encoding"
+    await asyncio.sleep(0.2)  # anything the connection logs after its answers
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["status"] for x in lines if x["event"] == "request"] == [415, 415]
+    assert not [x for x in lines if x["level"] in ("error", "critical")], lines
+
+
 async def test_good_requests_still_pass(serve: Serve) -> None:
     """The connection changes nothing for a valid request, kept alive or with 100-continue."""
     port = await serve()
