@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the stubs are a dev dependency; the image has no need of th
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 _F = TypeVar("_F", bound="asyncio.Future[Any]")
+_T = TypeVar("_T")
 
 # Size of each read from the request body.
 READ_CHUNK = 256 * 1024
@@ -64,6 +65,36 @@ SLOT_THRESHOLD = 1024 * 1024
 ABORT_TIMEOUT = 10.0
 # How far S3's clock may be behind ours when telling our stray uploads from another task's.
 CLOCK_SKEW = timedelta(seconds=2)
+
+
+async def sent(call: Awaitable[_T], body: io.BytesIO, idle: float) -> _T:
+    """``call``'s answer, or ``TimeoutError`` once ``body`` stopped moving for ``idle`` seconds
+    before all of it was sent.
+
+    botocore's read timeout (aiohttp's ``sock_read``) starts only once a request's body is sent,
+    and its connect timeout ends with the connection: an S3 that accepts a connection and then
+    reads nothing (a frozen process; or no answer to ``Expect: 100-continue``, which botocore
+    sends with every body) held the call forever. The body's read position is its progress:
+    aiohttp reads it a piece at a time as the socket takes it, and botocore rewinds it to send
+    again."""
+    task = asyncio.ensure_future(call)
+    with body.getbuffer() as view:
+        size = view.nbytes
+    seen = -1
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=idle)
+            if done:
+                return task.result()
+            at = body.tell()
+            if at == seen and at < size:
+                raise TimeoutError(f"S3 took no more of the body for {idle:g} s ({at} of {size})")
+            seen = at
+    finally:
+        if not task.done():
+            task.cancel()
+            # Retrieved, so a failure racing the cancel is not reported as never retrieved.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 class FilePart(Protocol):
@@ -314,13 +345,17 @@ class Uploader:
             if f.data is not None:
                 args = self._object_args(f.content_type, f.filename)
                 args["Metadata"]["sha256"] = f.checksums.sha256.hex()
-                call: Awaitable[Mapping[str, Any]] = self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=f.key,
-                    Body=f.data,
-                    ChecksumCRC64NVME=b64(f.checksums.crc64nvme),
-                    IfNoneMatch="*",
-                    **args,
+                call: Awaitable[Mapping[str, Any]] = sent(
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=f.key,
+                        Body=f.data,
+                        ChecksumCRC64NVME=b64(f.checksums.crc64nvme),
+                        IfNoneMatch="*",
+                        **args,
+                    ),
+                    f.data,
+                    self.settings.common.aws.read_timeout,
                 )
             else:
                 assert f.upload_id is not None
@@ -459,14 +494,18 @@ class Uploader:
         """UploadPart with the part's CRC64NVME; the part as CompleteMultipartUpload lists it."""
         checksum = b64(crc)
         try:
-            resp = await self.client.upload_part(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=body,
-                ChecksumAlgorithm="CRC64NVME",
-                ChecksumCRC64NVME=checksum,
+            resp = await sent(
+                self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ChecksumAlgorithm="CRC64NVME",
+                    ChecksumCRC64NVME=checksum,
+                ),
+                body,
+                self.settings.common.aws.read_timeout,
             )
         except Exception as exc:
             if is_aws_failure(exc):

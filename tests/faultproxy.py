@@ -73,6 +73,9 @@ class Fault:
     delay: float = 0.0  # seconds to wait before acting
     reset: bool = False  # drop the connection without an answer
     stall: bool = False  # never answer (until the client gives up)
+    # Take the request's head, then read nothing and answer nothing, not even "100 Continue": a
+    # frozen backend whose kernel still accepts connections and buffers what it can.
+    freeze: bool = False
     # Forward the call (the backend acts on it), then hold the answer this many seconds: a
     # backend that did the work but answered too late (the client's read timeout fires).
     hold: float = 0.0
@@ -93,6 +96,8 @@ def corrupted(body: bytes) -> bytes:
 
 
 Rule = Callable[[Call], Fault | None]
+# Where a request keeps its call and the call's fault.
+_FAULT: web.RequestKey[tuple[Call, Fault | None]] = web.RequestKey("fault")
 
 
 def _error_response(call: Call, fault: Fault) -> web.Response:
@@ -124,18 +129,37 @@ class FaultProxy:
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
 
+    def _fault(self, request: web.Request) -> tuple[Call, Fault | None]:
+        """The call and its fault, decided once (``Expect`` asks before the handler runs)."""
+        if _FAULT not in request:
+            call = Call(
+                method=request.method,
+                path=request.path,
+                query=parse_qs(request.query_string, keep_blank_values=True),
+                target=request.headers.get("X-Amz-Target"),
+                amz={
+                    k.lower(): v
+                    for k, v in request.headers.items()
+                    if k.lower().startswith("x-amz-")
+                },
+            )
+            self.calls.append(call)
+            request[_FAULT] = call, self.rule(call) if self.rule else None
+        return request[_FAULT]
+
+    async def _expect(self, request: web.Request) -> None:
+        """``Expect: 100-continue`` answered as aiohttp answers it, except for a frozen call."""
+        _, fault = self._fault(request)
+        if fault is not None and fault.freeze:
+            await asyncio.sleep(3600)
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed()
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        call = Call(
-            method=request.method,
-            path=request.path,
-            query=parse_qs(request.query_string, keep_blank_values=True),
-            target=request.headers.get("X-Amz-Target"),
-            amz={
-                k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")
-            },
-        )
-        self.calls.append(call)
-        fault = self.rule(call) if self.rule else None
+        call, fault = self._fault(request)
+        if fault is not None and fault.freeze:
+            await asyncio.sleep(3600)
         body = await request.read()
         if fault is not None:
             if fault.gate is not None:
@@ -172,7 +196,7 @@ class FaultProxy:
     async def start(self) -> str:
         """Listen on a free loopback port; returns the proxy's URL."""
         app = web.Application(client_max_size=1024**3)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=self._expect)
         self._session = aiohttp.ClientSession(auto_decompress=False)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()

@@ -109,3 +109,39 @@ async def test_a_completion_whose_every_answer_is_lost_is_reported_stored(
     obj = await s3.get_object(Bucket=bucket, Key=item["key"])
     async with obj["Body"] as body:
         assert await body.read() == data
+
+
+@pytest.mark.parametrize(("operation", "size"), [("UploadPart", 12 * MIB), ("PutObject", 1000)])
+async def test_a_frozen_backend_is_503_and_nothing_stays(
+    make_s3_settings: Callable[..., S3Settings],
+    aiohttp_client: Callable[..., Any],
+    moto_url: str,
+    s3: Any,
+    bucket: str,
+    operation: str,
+    size: int,
+) -> None:
+    """S3 takes the connection and the request's head of every ``operation``, then reads
+    nothing and answers nothing, not even ``100 Continue`` (a frozen process). botocore's read
+    timeout never starts, since the body is never sent: the service gives the call up once the
+    body stopped moving for the read timeout, answers ``503 backend_unavailable`` (retry), and
+    aborts what it opened; nothing is stored or left open. Before, the request hung for as long
+    as S3 stayed frozen."""
+
+    def rule(call: Call) -> Fault | None:
+        return Fault(freeze=True) if call.s3_operation == operation else None
+
+    async with fault_proxy(moto_url, rule) as proxy:
+        settings = through(make_s3_settings(), proxy.url, read_timeout=READ_TIMEOUT)
+        client = await aiohttp_client(create_app(settings))
+        form = aiohttp.FormData()
+        form.add_field("file", os.urandom(size), filename="frozen.bin")
+        # wait_for is a hang guard (the old behaviour), not a speed target.
+        resp = await asyncio.wait_for(client.post("/s3/upload", data=form), 60)
+        answer = await resp.json()
+        assert any(c.s3_operation == operation for c in proxy.calls)
+    assert resp.status == 503, answer
+    assert answer["error"] == "backend_unavailable"
+    assert resp.headers["Retry-After"]
+    assert await stored_keys(s3, bucket) == []
+    assert await open_uploads(s3, bucket) == []
