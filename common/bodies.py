@@ -1,25 +1,56 @@
-"""Reading a whole request body under a size limit, at the pace :mod:`common.pace` asks.
+"""Reading request bodies: ``100 Continue`` only once a request passed the checks that need no
+body, and a whole body under a size limit, at the pace :mod:`common.pace` asks.
 
-aiohttp has no body timeout of its own, so a client trickling its body (slow-loris) would
-otherwise hold a handler, and whatever it buffers, for ever.
+aiohttp answers ``Expect: 100-continue`` before any handler runs, so a client was told to send
+a 10 GB body, or a text/plain one, only to be refused once it had. The body routes take
+:func:`defer_continue` as their expect handler and call :func:`send_continue` when they are
+about to read. aiohttp has no body timeout of its own, so a client trickling its body
+(slow-loris) would otherwise hold a handler, and whatever it buffers, for ever.
 """
 
 from __future__ import annotations
 
-from aiohttp import StreamReader
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 
 from common.errors import PayloadTooLarge
 from common.pace import BodyClock, Pace
 
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Set once a request was told to go on.
+_CONTINUED: web.RequestKey[bool] = web.RequestKey("continued", bool)
 
-async def read_body(content: StreamReader, declared: int | None, limit: int, pace: Pace) -> bytes:
-    """The whole request body, at most ``limit`` bytes (413 beyond), read at ``pace`` (408 when
-    the client stops sending or drips)."""
+
+async def defer_continue(request: web.Request) -> None:
+    """A body route's expect handler: an ``Expect`` other than ``100-continue`` is 417, as with
+    aiohttp's own, but ``100 Continue`` waits for :func:`send_continue`."""
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed()
+
+
+async def send_continue(request: web.Request) -> None:
+    """Tell a client that waits for ``100 Continue`` to send its body (once per request); a
+    refusal before this call reaches the client before its body does."""
+    expects = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+    if expects and request.version == HttpVersion11 and not request.get(_CONTINUED, False):
+        request[_CONTINUED] = True
+        await request.writer.write(_CONTINUE)
+        # As aiohttp's own expect handler: the response's byte count starts after this line.
+        request.writer.output_size = 0
+
+
+async def read_body(request: web.Request, limit: int, pace: Pace) -> bytes:
+    """The whole request body, at most ``limit`` bytes (413 beyond, before any of it is asked
+    for when Content-Length says so), read at ``pace`` (408 when the client stops sending or
+    drips)."""
+    declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(
             f"request body of {declared} bytes exceeds the limit of {limit} bytes",
             code="payload_too_large",
         )
+    await send_continue(request)
+    content = request.content
     clock = BodyClock(pace, lambda: content.total_bytes)
     chunks: list[bytes] = []
     size = 0

@@ -15,6 +15,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 from common.app import ProbeCache, client_ctx, create_base_app
 from common.auth import caller
 from common.aws import aws_error_code
+from common.bodies import defer_continue, send_continue
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import (
     BadRequest,
@@ -301,6 +302,8 @@ async def upload(request: web.Request) -> web.Response:
     stored: list[StoredFile] = []
     try:
         with _claim(request):
+            # Every check that needs no body passed: a client waiting to be asked may send it.
+            await send_continue(request)
             try:
                 await _stage_form(request, reader, clock, staged)
             except BaseException:
@@ -390,6 +393,8 @@ def create_app(settings: S3Settings) -> web.Application:
 
     app.cleanup_ctx.append(uploader_ctx)
     app.cleanup_ctx.append(download_links_ctx(settings))
-    app.router.add_post(f"{settings.common.base_path}/upload", upload)
+    app.router.add_post(
+        f"{settings.common.base_path}/upload", upload, expect_handler=defer_continue
+    )
     add_page(app, settings)
     return app

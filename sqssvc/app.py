@@ -18,6 +18,7 @@ from common.app import ProbeCache, client_ctx, create_base_app
 from common.appkeys import SHUTTING_DOWN
 from common.auth import caller
 from common.aws import aws_error_code
+from common.bodies import defer_continue
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import CircuitOpen, NotConfigured, ServiceError, Unavailable
 from common.logging import get_logger
@@ -232,6 +233,6 @@ def create_app(settings: SqsSettings) -> web.Application:
 
         app.cleanup_ctx.append(batcher_ctx)
     base = settings.common.base_path
-    app.router.add_post(f"{base}/send", send)
-    app.router.add_post(f"{base}/send-batch", send_batch)
+    app.router.add_post(f"{base}/send", send, expect_handler=defer_continue)
+    app.router.add_post(f"{base}/send-batch", send_batch, expect_handler=defer_continue)
     return app

@@ -34,7 +34,7 @@ async def read_json(request: web.Request, limit: int, pace: Pace) -> Any:
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {ctype!r}", code="unsupported_media_type"
         )
-    raw = await read_body(request.content, request.content_length, limit, pace)
+    raw = await read_body(request, limit, pace)
     return parse_json(raw)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -364,3 +366,48 @@ async def test_reused_part_buffers_never_leak_one_file_into_the_next(
     pool = app[UPLOADER].buffers
     assert 0 < pool.kept <= pool.keep
     assert app[UPLOADER].meter.used == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ("Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 99999999999\r\n", 413),
+        ("Content-Type: text/plain\r\nContent-Length: 10\r\n", 415),
+    ],
+    ids=["too-large", "not-a-form"],
+)
+async def test_a_refused_upload_is_refused_before_its_body_is_asked_for(
+    client: Client, headers: str, status: int
+) -> None:
+    """``Expect: 100-continue`` (curl sends it with every file over 1 MiB): a body the service
+    refuses without reading it is refused first, not invited with ``100 Continue``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(
+        f"POST /s3/upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{headers}\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+
+
+async def test_a_good_upload_is_told_to_continue(client: Client, s3: Any) -> None:
+    """The same with a form the service takes: ``100 Continue``, then the body, then 201."""
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="c.txt"\r\n\r\n'
+        b"hello\r\n--b--\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(
+        b"POST /s3/upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    final = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert final.startswith(b"HTTP/1.1 201 "), final
+    (item,) = json.loads(final.split(b"\r\n\r\n", 1)[1])["files"]
+    await assert_stored(s3, item, b"hello")

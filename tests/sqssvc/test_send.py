@@ -303,3 +303,20 @@ async def test_send_during_shutdown_is_refused(client: Client, sqs: Any, queue_u
     assert (await resp.json())["error"] == "shutting_down"
     assert resp.headers["Retry-After"]
     assert await drain(sqs, queue_url) == []
+
+
+async def test_an_oversized_send_is_refused_before_its_body_is_asked_for(
+    client: Client, sqs: Any, queue_url: str
+) -> None:
+    """``Expect: 100-continue`` with a Content-Length over the body limit: the first answer is
+    ``413``, not ``100 Continue``, so the client never sends the body (both body routes)."""
+    for route in ("/sqs/send", "/sqs/send-batch"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(
+            f"POST {route} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 413 "), head
+    assert await drain(sqs, queue_url) == []

@@ -1,0 +1,100 @@
+"""Request bodies: ``100 Continue`` only once a request passed the checks that need no body, and
+a whole body read under its limit. Over a real socket, byte by byte as a client sees it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from common.bodies import defer_continue, read_body
+from common.config import AwsSettings
+from common.errors import PayloadTooLarge
+from common.pace import Pace
+from tests.conftest import common_settings
+
+LIMIT = 10
+# How long a read may wait for the server at most: only a hang hits it.
+PATIENCE = 10.0
+
+
+def make_app() -> web.Application:
+    """One body route as the services register theirs: text/plain bodies of at most LIMIT."""
+    pace = Pace.of(common_settings("demo", AwsSettings(), "/demo"))
+
+    async def echo(request: web.Request) -> web.Response:
+        if request.content_type != "text/plain":
+            return web.json_response({"error": "unsupported_media_type"}, status=415)
+        try:
+            body = await read_body(request, LIMIT, pace)
+        except PayloadTooLarge as exc:  # the services' error middleware answers it so
+            return web.json_response({"error": exc.code}, status=exc.status)
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_post("/echo", echo, expect_handler=defer_continue)
+    return app
+
+
+async def head_of_answer(reader: asyncio.StreamReader) -> str:
+    """The first status line the server sends, with its headers."""
+    return (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)).decode("latin-1")
+
+
+async def ask(port: int, headers: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    """Send a request's head only, as a client waiting for ``100 Continue`` does."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{headers}\r\n".encode()
+    )
+    await writer.drain()
+    return reader, writer, await head_of_answer(reader)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (f"Content-Type: text/plain\r\nContent-Length: {LIMIT + 1}\r\n", "413"),
+        ("Content-Type: application/json\r\nContent-Length: 2\r\n", "415"),
+    ],
+    ids=["too-large", "wrong-type"],
+)
+async def test_a_refused_body_is_refused_before_the_client_sends_it(
+    aiohttp_server: Callable[..., Any], headers: str, status: str
+) -> None:
+    """Content-Length over the limit, a media type the route refuses: the first answer is the
+    refusal, not ``100 Continue``, so the client never sends the body."""
+    server = await aiohttp_server(make_app())
+    _, writer, head = await ask(server.port, headers)
+    writer.close()
+    assert head.startswith(f"HTTP/1.1 {status} "), head
+
+
+async def test_a_good_request_is_told_to_continue_then_read(
+    aiohttp_server: Callable[..., Any],
+) -> None:
+    """A request that passes is told ``100 Continue`` once, and its body is then read whole."""
+    server = await aiohttp_server(make_app())
+    reader, writer, head = await ask(
+        server.port, "Content-Type: text/plain\r\nContent-Length: 5\r\n"
+    )
+    assert head == "HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    final = await head_of_answer(reader)
+    body = await asyncio.wait_for(reader.readexactly(5), PATIENCE)
+    writer.close()
+    assert final.startswith("HTTP/1.1 200 "), final
+    assert body == b"hello"
+
+
+async def test_another_expectation_is_417(aiohttp_server: Callable[..., Any]) -> None:
+    """``Expect`` other than ``100-continue``: 417, as aiohttp's own expect handler answers."""
+    server = await aiohttp_server(make_app())
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: tea\r\nContent-Length: 0\r\n\r\n")
+    head = await head_of_answer(reader)
+    writer.close()
+    assert head.startswith("HTTP/1.1 417 "), head
