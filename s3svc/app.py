@@ -335,7 +335,13 @@ async def upload(request: web.Request) -> web.Response:
     links = request.app[DOWNLOAD_LINKS]
     if links is not None:
         for item, stored_file in zip(files, stored, strict=True):
-            item.update(await links.for_file(stored_file))
+            # A replay's bytes, and so their name, are the earlier request's.
+            name = (
+                await uploader.original_filename(stored_file.key)
+                if stored_file.replayed
+                else stored_file.filename
+            )
+            item.update(await links.for_file(stored_file, name))
     status = 200 if all(f.replayed for f in stored) else 201
     return json_response({"files": files, "request_id": request[REQUEST_ID]}, status=status)
 

@@ -36,16 +36,18 @@ class DownloadLinks:
         self._seconds = seconds
         self._clock = clock
 
-    async def for_file(self, stored: StoredFile) -> dict[str, str]:
+    async def for_file(self, stored: StoredFile, name: str | None) -> dict[str, str]:
         """``download_url`` and ``download_url_expires_at`` (ISO 8601 UTC) for ``stored``.
 
         No ``VersionId``: a key is written once (``If-None-Match: *``), so its current version
         is the stored one, and a versioned GET would need ``s3:GetObjectVersion`` as well. The
-        link makes S3 answer ``Content-Disposition: attachment`` under the original filename, so
-        a browser saves the file instead of rendering whatever type the uploader claimed.
+        link makes S3 answer ``Content-Disposition: attachment``, under the file's original
+        ``name`` when it is known, so a browser saves the file instead of rendering whatever
+        type the uploader claimed.
         """
-        name = stored.filename or stored.key.rsplit("/", 1)[-1]
-        disposition = "attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
+        disposition = "attachment"
+        if name:
+            disposition += "; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
         params: dict[str, str] = {
             "Bucket": stored.bucket,
             "Key": stored.key,

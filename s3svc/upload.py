@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import unquote
 
 from common.aws import aws_error_code, is_aws_failure, to_service_error
 from common.errors import BadRequest, PayloadTooLarge, ServiceError
@@ -274,6 +275,20 @@ class Uploader:
             small_peak=self.small.peak,
             slots_peak=self.slots.peak,
         )
+
+    async def original_filename(self, key: str) -> str | None:
+        """The filename an object was stored with (its ``original-filename`` metadata), for a
+        replay, whose bytes came with an earlier request; None when S3 cannot say. Needs
+        ``s3:GetObject``, which the role has when download links are on."""
+        try:
+            head = await self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if not is_aws_failure(exc):
+                raise
+            log.warning("original_filename_unknown", key=key, exc_info=exc)
+            return None
+        name = head.get("Metadata", {}).get("original-filename")
+        return unquote(name) if name else None
 
     def _object_args(self, content_type: str, filename: str | None) -> dict[str, Any]:
         args: dict[str, Any] = {

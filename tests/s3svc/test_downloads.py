@@ -104,3 +104,30 @@ def test_bad_link_settings_stop_the_start(name: str, value: str) -> None:
 
     with pytest.raises(ConfigError, match=name):
         S3Settings.from_env({name: value})
+
+
+async def test_a_replays_link_names_the_stored_file_not_the_retrys(
+    aiohttp_client: Callable[..., Any], make_s3_settings: Callable[..., S3Settings]
+) -> None:
+    """A retry with the same Idempotency-Key but another file and name is a replay: its link
+    gives the stored bytes under the name they were stored with (S3's metadata), not the
+    retry's (a new user's find: the retry's name over the first request's bytes)."""
+    client = await aiohttp_client(create_app(make_s3_settings(download_url_seconds=900)))
+    first, retry = os.urandom(1000), b"something else"
+    headers = {"Idempotency-Key": "replay-link-1"}
+    resp = await client.post(
+        "/s3/upload", data=form(("stored é.bin", first, "text/plain")), headers=headers
+    )
+    assert resp.status == 201, await resp.text()
+    resp = await client.post(
+        "/s3/upload", data=form(("innocent.txt", retry, "text/plain")), headers=headers
+    )
+    assert resp.status == 200, await resp.text()
+    (item,) = (await resp.json())["files"]
+    assert item["replayed"] is True
+    async with aiohttp.ClientSession() as http, http.get(item["download_url"]) as got:
+        assert got.status == 200
+        assert await got.read() == first
+        assert got.headers["Content-Disposition"] == (
+            "attachment; filename*=UTF-8''stored%20%C3%A9.bin"
+        )
