@@ -69,6 +69,10 @@ MAX_FIELD_NAME = 200
 # Content-Length counts multipart framing as well as file bytes; allow this much of it per file
 # before deciding early that a body is too large.
 FRAMING_ALLOWANCE = 16 * 1024
+# A backslash in a form-data parameter is itself unless it escapes a quote or a backslash:
+# browsers and curl write a quote in a filename as %22 (the HTML form encoding) and leave
+# backslashes be, so quoted-pair unescaping turned "C:\fakepath\a.txt" into "C:fakepatha.txt".
+_LONE_BACKSLASH = re.compile(r'\\(?=[^"\\])')
 _MEDIA_TYPE_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
 )
@@ -86,8 +90,12 @@ class _Field:
     def __init__(self, part: Part) -> None:
         self.part = part
         self.headers = part.headers
-        # aiohttp's public Content-Disposition helpers (name, filename, filename*).
-        _, params = parse_content_disposition(part.headers.get(CONTENT_DISPOSITION))
+        # aiohttp's public Content-Disposition helpers (name, filename, filename*), with every
+        # backslash kept that does not escape a quote or a backslash.
+        raw = part.headers.get(CONTENT_DISPOSITION)
+        if raw is not None:
+            raw = _LONE_BACKSLASH.sub(r"\\\\", raw)
+        _, params = parse_content_disposition(raw)
         self.name = content_disposition_filename(params, "name")
         self.filename = content_disposition_filename(params, "filename")
 

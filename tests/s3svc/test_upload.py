@@ -411,3 +411,33 @@ async def test_a_good_upload_is_told_to_continue(client: Client, s3: Any) -> Non
     assert final.startswith(b"HTTP/1.1 201 "), final
     (item,) = json.loads(final.split(b"\r\n\r\n", 1)[1])["files"]
     await assert_stored(s3, item, b"hello")
+
+
+@pytest.mark.parametrize(
+    ("disposition", "key_name", "filename"),
+    [
+        (r'filename="C:\fakepath\evil.txt"', "evil.txt", "C:\\fakepath\\evil.txt"),
+        (r'filename="dir\\sub\\a.txt"', "a.txt", "dir\\sub\\a.txt"),
+        (r'filename="say \"hi\".txt"', "say_hi_.txt", 'say "hi".txt'),
+    ],
+    ids=["windows-path", "escaped-backslashes", "escaped-quotes"],
+)
+async def test_backslashes_in_a_filename_are_kept_unless_they_escape(
+    client: Client, s3: Any, disposition: str, key_name: str, filename: str
+) -> None:
+    """A backslash is itself (browsers and curl escape a quote as %22 and leave backslashes be),
+    so a Windows path keeps its separators and the key takes its last segment; a backslash
+    before a quote or a backslash still escapes it."""
+    body = (
+        f'--b\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'
+        "data\r\n--b--\r\n"
+    ).encode()
+    resp = await client.post(
+        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert resp.status == 201, await resp.text()
+    (item,) = (await resp.json())["files"]
+    assert item["key"].rsplit("/", 1)[1] == key_name
+    assert item["filename"] == filename
+    head = await s3.head_object(Bucket=item["bucket"], Key=item["key"])
+    assert unquote(head["Metadata"]["original-filename"]) == filename
