@@ -471,6 +471,31 @@ def test_allowed_edge_characters_pass() -> None:
     assert parse_message({"message": text}, limits).body == text
 
 
+def test_the_ends_of_sqs_number_range_pass() -> None:
+    """Zero, and magnitudes of exactly 10^126 and 10^-128, either sign."""
+    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
+    values = ["0", "-0.0", "1e126", "-1e126", "1e-128", "-1e-128"]
+    m = parse_message(
+        {
+            "message": "x",
+            "attributes": {f"n{i}": {"type": "Number", "value": v} for i, v in enumerate(values)},
+        },
+        limits,
+    )
+    assert [a["StringValue"] for a in m.attributes.values()] == values
+
+
+@pytest.mark.parametrize("value", ["-1e127", "1e127", "1e-200", "-1e-129"])
+def test_a_number_beyond_sqs_range_is_refused(value: str) -> None:
+    """A magnitude above 10^126 or below 10^-128 (no emulator checks this range)."""
+    limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
+    with pytest.raises(ServiceError) as err:
+        parse_message(
+            {"message": "x", "attributes": {"a": {"type": "Number", "value": value}}}, limits
+        )
+    assert err.value.code == "invalid_attribute_value"
+
+
 def test_number_notations_sqs_accepts_pass() -> None:
     """Signs, a bare fraction, exponents and JSON numbers are Numbers; the text is kept as given."""
     limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
