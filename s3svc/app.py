@@ -42,7 +42,7 @@ from s3svc.digests import (
 )
 from s3svc.downloads import DOWNLOAD_LINKS, download_links_ctx
 from s3svc.formdata import FormError, FormReader, Part, boundary_of
-from s3svc.keys import idempotent_key, make_key
+from s3svc.keys import decode_filename, idempotent_key, make_key
 from s3svc.openapi import spec
 from s3svc.page import add_page
 from s3svc.upload import ByteLimit, CommitFailed, Staged, StoredFile, Uploader
@@ -97,7 +97,10 @@ class _Field:
             raw = _LONE_BACKSLASH.sub(r"\\\\", raw)
         _, params = parse_content_disposition(raw)
         self.name = content_disposition_filename(params, "name")
-        self.filename = content_disposition_filename(params, "filename")
+        filename = content_disposition_filename(params, "filename")
+        # Decoded once, here: the key, the metadata, the answer and the download link name the
+        # same file (a browser sends a quote in a name as %22).
+        self.filename = decode_filename(filename) if filename is not None else None
 
     def content_type(self) -> str:
         """The part's media type, lower case; ``application/octet-stream`` when it has none

@@ -33,14 +33,22 @@ def decode_filename(name: str) -> str:
         return name
 
 
+def _ascii_safe(text: str) -> str:
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _DOTS.sub(".", _UNSAFE.sub("_", folded)).strip("._-")
+
+
 def sanitise_filename(name: str | None) -> str:
-    """A safe, short, ASCII file name derived from a client-supplied one."""
+    """A safe, short, ASCII file name derived from a client's (decoded) one."""
     if not name:
         return FALLBACK_NAME
     # Only the last path segment, whichever separator the client's OS uses.
-    base = re.split(r"[/\\]", decode_filename(name))[-1]
-    folded = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    safe = _DOTS.sub(".", _UNSAFE.sub("_", folded)).strip("._-")
+    base = re.split(r"[/\\]", name)[-1]
+    safe = _ascii_safe(base)
+    stem, dot, ext = base.rpartition(".")
+    if dot and stem and not _ascii_safe(stem) and _ascii_safe(ext):
+        # Nothing of the stem is usable (文件.txt, 😀.png, "  .txt"): the extension stays.
+        safe = f"{FALLBACK_NAME}.{_ascii_safe(ext)}"
     if len(safe) > MAX_NAME_LENGTH:
         stem, dot, ext = safe.rpartition(".")
         if dot and 0 < len(ext) <= 10:
@@ -63,8 +71,9 @@ def idempotent_key(prefix: str, scope: str, position: int) -> str:
 
 
 def metadata_filename(name: str | None) -> str:
-    """The original filename as an S3 metadata value (HTTP headers carry ASCII only)."""
-    quoted = quote(decode_filename(name or ""), safe=" ._-()")
+    """The original (decoded) filename as an S3 metadata value (HTTP headers carry ASCII
+    only)."""
+    quoted = quote(name or "", safe=" ._-()")
     if len(quoted) <= MAX_METADATA:
         return quoted
     # Cut at the limit, but never inside a %XX escape (nor a UTF-8 sequence of them: the

@@ -13,7 +13,7 @@ import pytest
 
 from common.pace import BodyClock, Pace
 from s3svc.config import GIB, MIB, S3Settings, part_size_for
-from s3svc.keys import make_key, metadata_filename, sanitise_filename
+from s3svc.keys import decode_filename, make_key, metadata_filename, sanitise_filename
 from s3svc.upload import ByteLimit, Uploader
 
 
@@ -28,7 +28,10 @@ from s3svc.upload import ByteLimit, Uploader
         ("..", "file"),
         ("", "file"),
         (None, "file"),
-        ("%2E%2E%2Fsecret.txt", "secret.txt"),
+        ("文件.txt", "file.txt"),
+        ("😀😀.png", "file.png"),
+        ("   .txt", "file.txt"),
+        (".bashrc", "bashrc"),
         ("a..b.txt", "a.b.txt"),
         ("x" * 300 + ".tar.gz", "x" * 97 + ".gz"),
     ],
@@ -36,6 +39,22 @@ from s3svc.upload import ByteLimit, Uploader
 def test_sanitise_filename(name: str | None, expected: str) -> None:
     """Only a safe ASCII last segment survives; length is bounded."""
     assert sanitise_filename(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("sent", "name"),
+    [
+        ("a%22b.txt", 'a"b.txt'),
+        ("%2E%2E%2Fsecret.txt", "../secret.txt"),
+        ("100%.txt", "100%.txt"),
+        ("%FF.bin", "%FF.bin"),
+        ("plain.txt", "plain.txt"),
+    ],
+)
+def test_decode_filename(sent: str, name: str) -> None:
+    """Percent-encoding that form clients apply is undone; what is not valid percent-encoded
+    UTF-8 is kept as sent."""
+    assert decode_filename(sent) == name
 
 
 def test_key_layout() -> None:

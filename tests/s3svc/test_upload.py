@@ -441,3 +441,15 @@ async def test_backslashes_in_a_filename_are_kept_unless_they_escape(
     assert item["filename"] == filename
     head = await s3.head_object(Bucket=item["bucket"], Key=item["key"])
     assert unquote(head["Metadata"]["original-filename"]) == filename
+
+
+async def test_a_percent_encoded_filename_is_decoded_once_for_all(client: Client, s3: Any) -> None:
+    """A browser sends a quote in a filename as %22: the answer, the key and the metadata all
+    name the decoded file (the answer used to repeat the encoded form)."""
+    resp = await client.post("/s3/upload", data=form(('say "hi".txt', b"x", "text/plain")))
+    assert resp.status == 201, await resp.text()
+    (item,) = (await resp.json())["files"]
+    assert item["filename"] == 'say "hi".txt'
+    assert item["key"].endswith("/say_hi_.txt")
+    head = await s3.head_object(Bucket=item["bucket"], Key=item["key"])
+    assert unquote(head["Metadata"]["original-filename"]) == 'say "hi".txt'
