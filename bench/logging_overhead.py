@@ -1,6 +1,6 @@
 """Logging and metrics overhead: requests/s of ``/health`` and ``/sqs/send`` with logging off and on.
 
-One run, one moto server, up to four ``python -m sqssvc`` processes that differ only in their
+One run, one moto server, up to five ``python -m sqssvc`` processes that differ only in their
 logging settings, all alive for the whole run:
 
 - ``off``: ``LOG_LEVEL=warning METRICS_ENABLED=false``: no access line, no ``batch_sent`` line, no
@@ -548,7 +548,7 @@ def report(
 ) -> tuple[str, list[tuple[str, str, str, bool]]]:
     """The Markdown tables, and per (endpoint, on-setting) the ratio and whether it met the target."""
     lines = [
-        f"Up to four `python -m sqssvc` processes, alive for the whole run, differ only in "
+        f"Up to five `python -m sqssvc` processes, alive for the whole run, differ only in "
         f"logging; "
         f"each one's stdout goes to a regular file on disk (not /dev/null: writing a line is part "
         f"of its cost). "

@@ -58,7 +58,8 @@ class S3Settings:
     max_inflight_parts: int = 3
     memory_budget: int = 256 * MIB
     # Seconds an upload may wait for memory before it is answered 503 busy; well under the
-    # ALB's 60 s idle timeout, during which the client's connection carries nothing.
+    # ALB's idle timeout (the stack's: 120 s), during which the client's connection carries
+    # nothing.
     memory_wait: float = 20.0
     max_upload_bytes: int = 5 * GIB
     max_files: int = 10

@@ -9,12 +9,12 @@ only once the whole body, closing boundary included, was read and validated:
 - Anything wrong before the commit (a bad or cut-off body, a later file refused, the client
   gone, a drip cut off) discards every staged file: buffers freed, multipart uploads aborted.
 
-Memory is reserved for what has been read, never ahead of it, in a process-wide
-:class:`~s3svc.budget.MemoryBudget`: a 20-byte upload needs 20 bytes. Growing a buffer beyond
-``SLOT_THRESHOLD`` also takes a part-sized slot from a second budget of the same size, so at most
-⌊budget / part size⌋ uploads fill part buffers at once: partial buffers cannot hold all the
-memory while each waits for more. A reservation that cannot be had within ``memory_wait``
-seconds fails with ``503 busy``. A slot's block is written into a part buffer allocated once
+Memory is reserved for what has been read, never ahead of it, in process-wide
+:class:`~s3svc.budget.MemoryBudget`s: a 20-byte upload needs 20 bytes of the first, one part's
+worth for small buffers. Growing a buffer beyond ``SLOT_THRESHOLD`` takes a part-sized slot from
+the second (the rest of the budget), so at most ⌊budget / part size⌋ - 1 uploads fill part
+buffers at once: partial buffers cannot hold all the memory while each waits for more. A
+reservation that cannot be had within ``memory_wait`` seconds fails with ``503 busy``. A slot's block is written into a part buffer allocated once
 and reused (:mod:`s3svc.buffers`).
 
 Integrity: S3 verifies every whole object. Each block is checksummed in a thread, in order:
