@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from deploy.local_env import DEFAULT_MOTO_PORT, LOG_GROUP, REGION, RESOURCES, isolate
 
 SQS_RECEIVE_MAX = 10  # messages one ReceiveMessage call can return
+SHOWN_BODY = 200  # characters of a message body printed; the rest is counted
 
 
 def client(service: str, moto_port: int) -> Any:
@@ -79,9 +80,17 @@ def messages(sqs: Any, limit: int, out: TextIO) -> int:
             extra = (f"  group={group}" if group else "") + (
                 f"  attributes={attrs}" if attrs else ""
             )
-            print(f"  {msg['MessageId']}  {msg['Body']!r}{extra}", file=out)
+            print(f"  {msg['MessageId']}  {shown(msg['Body'])}{extra}", file=out)
             printed += 1
     return printed
+
+
+def shown(body: str, most: int = SHOWN_BODY) -> str:
+    """A message body for the terminal: quoted, and cut after ``most`` characters with its
+    length said (a body may be 1 MiB)."""
+    if len(body) <= most:
+        return repr(body)
+    return f"{body[:most]!r}… ({len(body):,} characters)"
 
 
 def positive(text: str) -> int:
@@ -95,7 +104,8 @@ def positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.peek", description=__doc__.split("\n\n")[0]
+        prog="make uploads|messages|logs ARGS=... (or python -m deploy.peek)",
+        description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("what", choices=["uploads", "messages", "logs"])
     parser.add_argument(
@@ -104,8 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="how many to show: uploads (default 20), messages per queue (default and most 10)",
     )
-    parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
+    parser.add_argument(
+        "--moto-port",
+        type=int,
+        default=DEFAULT_MOTO_PORT,
+        help=f"the local stack's emulated AWS (make run's --moto-port; default {DEFAULT_MOTO_PORT})",
+    )
     args = parser.parse_args(argv)
+    if args.what == "logs" and args.limit is not None:
+        parser.error("--limit applies to uploads and messages; logs shows the last 30 minutes")
     isolate(os.environ)
     if args.what == "logs":
         from common.logs import main as logs_main
