@@ -21,6 +21,13 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CONTINUED: web.RequestKey[bool] = web.RequestKey("continued", bool)
 
 
+def stated_type(request: web.BaseRequest) -> str:
+    """The Content-Type the client sent, for an error message: aiohttp reports a missing or
+    unparsable one as ``application/octet-stream``, which the client never said."""
+    raw = request.headers.get(hdrs.CONTENT_TYPE)
+    return "no Content-Type" if raw is None else f"Content-Type {raw[:100]!r}"
+
+
 async def defer_continue(request: web.Request) -> None:
     """A body route's expect handler: an ``Expect`` other than ``100-continue`` is 417, as with
     aiohttp's own, but ``100 Continue`` waits for :func:`send_continue`."""

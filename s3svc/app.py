@@ -15,7 +15,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 from common.app import ProbeCache, client_ctx, create_base_app
 from common.auth import caller
 from common.aws import aws_error_code
-from common.bodies import defer_continue, send_continue
+from common.bodies import defer_continue, send_continue, stated_type
 from common.breaker import OPEN, CircuitBreaker
 from common.errors import (
     BadRequest,
@@ -155,7 +155,7 @@ def _open_form(request: web.Request) -> FormReader:
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType(
             f"expected multipart/form-data with a {FILE_FIELD!r} field "
-            f"(curl -F '{FILE_FIELD}=@path'), got {request.content_type!r}",
+            f"(curl -F '{FILE_FIELD}=@path'), got {stated_type(request)}",
             code="unsupported_media_type",
         )
     try:

@@ -355,7 +355,9 @@ def parse_message(
     """
     if not isinstance(obj, dict):
         raise _invalid(
-            "invalid_request", 'expected a JSON object with a "message" field', prefix or "$"
+            "invalid_request",
+            'expected a JSON object with a "message" field',
+            prefix.removesuffix(".") or "$",
         )
     allowed = ITEM_FIELDS if item else FIELDS
     unknown = sorted(set(obj) - allowed)

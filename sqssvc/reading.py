@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from common.bodies import read_body
+from common.bodies import read_body, stated_type
 from common.errors import BadRequest, UnsupportedMediaType
 from common.idempotency import HEADER, parse_header
 from common.pace import Pace
@@ -32,7 +32,8 @@ async def read_json(request: web.Request, limit: int, pace: Pace) -> Any:
         ctype.startswith("application/") and ctype.endswith("+json")
     ):
         raise UnsupportedMediaType(
-            f"expected Content-Type application/json, got {ctype!r}", code="unsupported_media_type"
+            f"expected Content-Type application/json, got {stated_type(request)}",
+            code="unsupported_media_type",
         )
     raw = await read_body(request, limit, pace)
     return parse_json(raw)

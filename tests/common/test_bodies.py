@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
-from common.bodies import defer_continue, read_body
+from common.bodies import defer_continue, read_body, stated_type
 from common.config import AwsSettings
 from common.errors import PayloadTooLarge
 from common.pace import Pace
@@ -98,3 +99,16 @@ async def test_another_expectation_is_417(aiohttp_server: Callable[..., Any]) ->
     head = await head_of_answer(reader)
     writer.close()
     assert head.startswith("HTTP/1.1 417 "), head
+
+
+@pytest.mark.parametrize(
+    ("headers", "said"),
+    [
+        ({}, "no Content-Type"),
+        ({"Content-Type": ";;;"}, "Content-Type ';;;'"),
+        ({"Content-Type": "text/plain"}, "Content-Type 'text/plain'"),
+    ],
+)
+def test_stated_type_names_what_the_client_sent(headers: dict[str, str], said: str) -> None:
+    """Not aiohttp's application/octet-stream for a missing or unparsable type."""
+    assert stated_type(make_mocked_request("POST", "/", headers=headers)) == said

@@ -399,6 +399,7 @@ async def test_send_batch_with_invalid_items_sends_nothing(
         {"message": "bad\u0000"},
         {"message": "fine too"},
         {"message": "x", "delay_seconds": 1000},
+        "not an object",
     ]
     got_status, body = await post_raw(
         client, "/sqs/send-batch", json.dumps({"messages": messages}).encode()
@@ -407,8 +408,10 @@ async def test_send_batch_with_invalid_items_sends_nothing(
     assert [(e["index"], e["error"]) for e in body["errors"]] == [
         (1, "invalid_characters"),
         (3, "invalid_delay"),
+        (4, "invalid_request"),
     ]
     assert body["errors"][1]["field"] == "messages[3].delay_seconds"
+    assert body["errors"][2]["field"] == "messages[4]"
     assert await drain(sqs, queue_url) == []
 
 
