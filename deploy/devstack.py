@@ -101,16 +101,31 @@ def start(name: str, args: list[str], env: dict[str, str]) -> Child:
     return Child(name, proc)
 
 
+# How long a stopping child may take: above s3svc's longest shutdown at make run's settings.
+STOP_WAIT = 60.0
+
+
 def stop_all(children: list[Child]) -> None:
-    """SIGTERM the services first, then moto; SIGKILL whatever does not exit in time."""
-    for child in reversed(children):
-        if child.proc.poll() is None:
-            child.proc.send_signal(signal.SIGTERM)
-        try:
-            child.proc.wait(40)
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait(5)
+    """SIGTERM the services together, then moto (the first child) once they are gone, so their
+    last aborts and log lines still reach it; SIGKILL, and say so, whatever does not exit in
+    ``STOP_WAIT`` seconds."""
+    for group in (children[1:], children[:1]):
+        for child in group:
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        for child in group:
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(
+                    f"devstack: {child.name} did not stop within {STOP_WAIT:g} s of SIGTERM; "
+                    "killing it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                child.proc.kill()
+                child.proc.wait(5)
 
 
 def banner(args: argparse.Namespace, endpoint: str, made: dict[str, str]) -> str:

@@ -118,6 +118,11 @@ async def index(request: web.Request) -> web.Response:
     return _answer(request, request.app[PAGE].index, REVALIDATE)
 
 
+async def to_index(request: web.Request) -> web.Response:
+    """``{BASE_PATH}`` without its slash: a permanent redirect to the page, as a person types it."""
+    raise web.HTTPPermanentRedirect(f"{request.path}/")
+
+
 async def asset(request: web.Request) -> web.Response:
     """The page's script or style sheet; cacheable for a year when asked for by its digest."""
     file = request.app[PAGE].assets.get(request.match_info["asset"])
@@ -135,4 +140,6 @@ def add_page(app: web.Application, settings: S3Settings) -> None:
     app[PAGE] = render(settings)
     base = settings.common.base_path
     add_public_get(app, f"{base}/", index)
+    if base:
+        add_public_get(app, base, to_index)
     add_public_get(app, f"{base}/page/{{asset}}", asset)

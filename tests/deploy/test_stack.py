@@ -86,7 +86,8 @@ def test_task_environment_is_valid_for_the_service(service: str) -> None:
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_load_balancer_routes_and_checks_the_service(service: str) -> None:
-    """Path rule ``{BASE_PATH}/*``, health check on ``{BASE_PATH}/health``, matching ports."""
+    """Path rule ``{BASE_PATH}/*`` (s3svc: and ``{BASE_PATH}``), health check on
+    ``{BASE_PATH}/health``, matching ports."""
     _, tg, svc, settings_cls = SERVICES[service]
     base = settings_cls.from_env(task_env(service)).common.base_path
     assert props(tg)["HealthCheckPath"] == f"{base}/health"
@@ -98,12 +99,13 @@ def test_load_balancer_routes_and_checks_the_service(service: str) -> None:
         r for r in RESOURCES.values() if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule"
     ]
     routed = {
-        r["Properties"]["Conditions"][0]["PathPatternConfig"]["Values"][0]: r["Properties"][
-            "Actions"
-        ][0]["TargetGroupArn"]["Ref"]
+        path: r["Properties"]["Actions"][0]["TargetGroupArn"]["Ref"]
         for r in rules
+        for path in r["Properties"]["Conditions"][0]["PathPatternConfig"]["Values"]
     }
     assert routed[f"{base}/*"] == tg
+    if service == "s3svc":  # the page's own path without its slash, which redirects to it
+        assert routed[base] == tg
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

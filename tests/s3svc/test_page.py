@@ -160,6 +160,9 @@ async def test_page_is_open_when_api_keys_are_on(
     assert 'data-api-keys="on"' in await page.text()
     assert (await client.get("/s3/page/page.js")).status == 200
     assert (await client.head("/s3/")).status == 200
+    # The base path as a person types it: a permanent redirect to the page, no key needed.
+    moved = await client.get("/s3", allow_redirects=False)
+    assert (moved.status, moved.headers["Location"]) == (308, "/s3/")
     assert (await client.get("/s3/page/nothing.js")).status == 404
     assert (await client.post("/s3/upload")).status == 401
     assert (await client.get("/s3/upload")).status == 401  # what the page's key check asks
