@@ -28,7 +28,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from common.errors import BadRequest, PayloadTooLarge, ServiceError, Unprocessable
@@ -198,10 +198,15 @@ def _number_text(value: Any, where: str) -> str:
         raise _invalid("invalid_attribute_value", "a Number attribute needs a numeric value", where)
     if not _NUMBER.fullmatch(text):
         raise _invalid("invalid_attribute_value", f"{text[:40]!r} is not a number", where)
-    number = Decimal(text)
+    try:
+        number = Decimal(text)
+    except InvalidOperation:  # an exponent beyond what decimal can hold
+        number = Decimal("Infinity")
     # Significant digits without leading/trailing zeros (not normalize(): it rounds to 28).
     digits = len("".join(map(str, number.as_tuple().digits)).strip("0")) or 1
-    size = abs(number)
+    # copy_abs() and the comparisons are exact: abs() would round in the default context,
+    # overflowing at 1e126000000000 and taking 1e-999999999999999999 for zero.
+    size = number.copy_abs()
     if digits > 38 or size > _NUMBER_MAX or (size and size < _NUMBER_MIN):
         raise _invalid(
             "invalid_attribute_value",

@@ -488,7 +488,18 @@ def test_the_ends_of_sqs_number_range_pass() -> None:
     assert [a["StringValue"] for a in m.attributes.values()] == values
 
 
-@pytest.mark.parametrize("value", ["-1e127", "1e127", "1e-200", "-1e-129"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-1e127",
+        "1e127",
+        "1e-200",
+        "-1e-129",
+        "1e126000000000",  # abs() in decimal's default context overflowed: a 500
+        "1e-999999999999999999",  # ... or underflowed to zero, and passed
+        "1E+999999999999999999999999",  # beyond what Decimal() can read
+    ],
+)
 def test_a_number_beyond_sqs_range_is_refused(value: str) -> None:
     """A magnitude above 10^126 or below 10^-128 (no emulator checks this range)."""
     limits = Limits(fifo=False, max_message_bytes=MIB, max_batch_messages=100)
