@@ -453,3 +453,40 @@ async def test_a_percent_encoded_filename_is_decoded_once_for_all(client: Client
     assert item["key"].endswith("/say_hi_.txt")
     head = await s3.head_object(Bucket=item["bucket"], Key=item["key"])
     assert unquote(head["Metadata"]["original-filename"]) == 'say "hi".txt'
+
+
+async def test_an_rfc8187_filename_is_decoded_by_its_own_rules_only(client: Client) -> None:
+    """filename*=UTF-8''a%2541.txt names a%41.txt: it is not percent-decoded a second time."""
+    body = (
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''a%2541.txt\r\n"
+        b"\r\ndata\r\n--b--\r\n"
+    )
+    resp = await client.post(
+        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert resp.status == 201, await resp.text()
+    (item,) = (await resp.json())["files"]
+    assert item["filename"] == "a%41.txt"
+    assert item["key"].endswith("/a_41.txt")
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    ["filename*=punycode''%00", "filename*=unicode_escape''%5Cud800.txt", "filename*=rot13''%61"],
+    ids=["codec-error", "lone-surrogate", "not-a-text-codec"],
+)
+async def test_a_filename_in_a_charset_that_cannot_be_decoded_is_400(
+    client: Client, s3: Any, bucket: str, disposition: str
+) -> None:
+    """filename*'s charset goes to Python's codecs: one that fails, or makes a lone surrogate,
+    is a 400 with nothing stored, not a 500."""
+    body = (
+        f'--b\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'
+        "data\r\n--b--\r\n"
+    ).encode()
+    resp = await client.post(
+        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"] == "malformed_multipart"
+    assert await stored_keys(s3, bucket) == []
