@@ -141,7 +141,7 @@ async def test_every_protected_route_of_both_services_needs_a_key(
         if route.method == "HEAD" or route.resource is None:
             continue
         path = route.resource.canonical
-        page = path == "/s3/" or path.startswith("/s3/page/")
+        page = path in ("/s3/", "/s3") or path.startswith("/s3/page/")
         open_route = page or path.endswith(("/health", "/ready", "/openapi.json"))
         for headers in bad:
             concrete = path.replace("{asset}", "page.js")  # the page's files: one real name
