@@ -17,7 +17,8 @@ from common.errors import PayloadTooLarge
 from common.pace import BodyClock, Pace
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Set once a request was told to go on.
+# Set when a request's 100 Continue waits for its handler, and once it was sent.
+_DEFERRED: web.RequestKey[bool] = web.RequestKey("continue_deferred", bool)
 _CONTINUED: web.RequestKey[bool] = web.RequestKey("continued", bool)
 
 
@@ -29,17 +30,32 @@ def stated_type(request: web.BaseRequest) -> str:
 
 
 async def defer_continue(request: web.Request) -> None:
-    """A body route's expect handler: an ``Expect`` other than ``100-continue`` is 417, as with
-    aiohttp's own, but ``100 Continue`` waits for :func:`send_continue`."""
-    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+    """A body route's expect handler: any expectation but ``100-continue`` (in any of the
+    ``Expect`` headers) is 417, as with aiohttp's own, and ``100 Continue`` waits for
+    :func:`send_continue`."""
+    expected = {
+        item.strip().lower()
+        for value in request.headers.getall(hdrs.EXPECT, [])
+        for item in value.split(",")
+    }
+    if expected != {"100-continue"}:
         raise web.HTTPExpectationFailed()
+    if request.version == HttpVersion11:
+        request[_DEFERRED] = True
+
+
+def still_expected(request: web.BaseRequest) -> bool:
+    """True when the client still waits for the ``100 Continue`` it was never sent: its answer
+    must close the connection, or the client's next request on it would be read as this one's
+    body (or the body, sent after all, as its next request)."""
+    deferred = request.get(_DEFERRED, False) and not request.get(_CONTINUED, False)
+    return bool(deferred) and not request.content.at_eof()
 
 
 async def send_continue(request: web.Request) -> None:
     """Tell a client that waits for ``100 Continue`` to send its body (once per request); a
     refusal before this call reaches the client before its body does."""
-    expects = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
-    if expects and request.version == HttpVersion11 and not request.get(_CONTINUED, False):
+    if request.get(_DEFERRED, False) and not request.get(_CONTINUED, False):
         request[_CONTINUED] = True
         await request.writer.write(_CONTINUE)
         # As aiohttp's own expect handler: the response's byte count starts after this line.

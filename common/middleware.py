@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from common.appkeys import ACCESS_LOG, IN_FLIGHT, SETTINGS, SHUTTING_DOWN
+from common.bodies import still_expected
 from common.errors import ServiceError, UnsupportedMediaType
 from common.logging import get_logger
 from common.metrics import COUNT, COUNTED_ERRORS, Metrics, request_metrics
@@ -142,6 +143,8 @@ def context_middleware(is_probe: Callable[[web.Request], bool]) -> Middleware:
             in_flight.exit()
             if response is not None and not response.prepared:
                 response.headers[REQUEST_ID_HEADER] = request_id
+                if still_expected(request):
+                    response.force_close()
             if app[ACCESS_LOG].is_enabled_for(logging.INFO):
                 _log_access(request, response, status, started)
 

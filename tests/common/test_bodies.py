@@ -11,9 +11,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from common.app import create_base_app
 from common.bodies import defer_continue, read_body, stated_type
 from common.config import AwsSettings
-from common.errors import PayloadTooLarge
+from common.errors import UnsupportedMediaType
 from common.pace import Pace
 from tests.conftest import common_settings
 
@@ -23,20 +24,21 @@ PATIENCE = 10.0
 
 
 def make_app() -> web.Application:
-    """One body route as the services register theirs: text/plain bodies of at most LIMIT."""
-    pace = Pace.of(common_settings("demo", AwsSettings(), "/demo"))
+    """The base app (its middlewares answer the errors) with one body route as the services
+    register theirs: text/plain bodies of at most LIMIT."""
+    settings = common_settings("demo", AwsSettings(), "/demo")
+    pace = Pace.of(settings)
 
     async def echo(request: web.Request) -> web.Response:
         if request.content_type != "text/plain":
-            return web.json_response({"error": "unsupported_media_type"}, status=415)
-        try:
-            body = await read_body(request, LIMIT, pace)
-        except PayloadTooLarge as exc:  # the services' error middleware answers it so
-            return web.json_response({"error": exc.code}, status=exc.status)
-        return web.Response(body=body)
+            raise UnsupportedMediaType("text/plain only", code="unsupported_media_type")
+        return web.Response(body=await read_body(request, LIMIT, pace))
 
-    app = web.Application()
-    app.router.add_post("/echo", echo, expect_handler=defer_continue)
+    async def ready(_: web.Application) -> str | None:
+        return None
+
+    app = create_base_app(settings, ready)
+    app.router.add_post("/demo/echo", echo, expect_handler=defer_continue)
     return app
 
 
@@ -49,7 +51,7 @@ async def ask(port: int, headers: str) -> tuple[asyncio.StreamReader, asyncio.St
     """Send a request's head only, as a client waiting for ``100 Continue`` does."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        f"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{headers}\r\n".encode()
+        f"POST /demo/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{headers}\r\n".encode()
     )
     await writer.drain()
     return reader, writer, await head_of_answer(reader)
@@ -69,9 +71,15 @@ async def test_a_refused_body_is_refused_before_the_client_sends_it(
     """Content-Length over the limit, a media type the route refuses: the first answer is the
     refusal, not ``100 Continue``, so the client never sends the body."""
     server = await aiohttp_server(make_app())
-    _, writer, head = await ask(server.port, headers)
-    writer.close()
+    reader, writer, head = await ask(server.port, headers)
     assert head.startswith(f"HTTP/1.1 {status} "), head
+    # The client was never asked for its body: the connection ends with this answer, so its
+    # next request cannot be read as that body (nor the body, sent after all, as a request).
+    assert "\r\nConnection: close\r\n" in head
+    writer.write(b"GET /demo/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    rest = await asyncio.wait_for(reader.read(), PATIENCE)
+    writer.close()
+    assert b"HTTP/1.1 200" not in rest
 
 
 async def test_a_good_request_is_told_to_continue_then_read(
@@ -91,11 +99,17 @@ async def test_a_good_request_is_told_to_continue_then_read(
     assert body == b"hello"
 
 
-async def test_another_expectation_is_417(aiohttp_server: Callable[..., Any]) -> None:
-    """``Expect`` other than ``100-continue``: 417, as aiohttp's own expect handler answers."""
+@pytest.mark.parametrize(
+    "expect", ["Expect: tea", "Expect: 100-continue, tea", "Expect: 100-continue\r\nExpect: tea"]
+)
+async def test_another_expectation_is_417(aiohttp_server: Callable[..., Any], expect: str) -> None:
+    """Any expectation but ``100-continue``, in any of the ``Expect`` headers: 417, as
+    aiohttp's own expect handler answers the first."""
     server = await aiohttp_server(make_app())
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: tea\r\nContent-Length: 0\r\n\r\n")
+    writer.write(
+        f"POST /demo/echo HTTP/1.1\r\nHost: x\r\n{expect}\r\nContent-Length: 0\r\n\r\n".encode()
+    )
     head = await head_of_answer(reader)
     writer.close()
     assert head.startswith("HTTP/1.1 417 "), head
