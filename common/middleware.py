@@ -178,13 +178,21 @@ def _log_access(
 
 
 def _refuse_encoded_body(request: web.Request) -> None:
-    """415 for a compressed request body. aiohttp would inflate it on the fly: a 200 KB gzip
-    body becomes a 200 MiB upload that no Content-Length check or rate rule sees coming."""
-    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    """415 for a compressed request body, whatever Content-Encoding header names it. The body
+    is never decoded (``common/server.py``); taking it as it is would store or parse the
+    compressed bytes as if they were the content. A request without a body passes."""
+    if not request.body_exists:
+        return
+    codings = (
+        coding.strip().lower()
+        for value in request.headers.getall(hdrs.CONTENT_ENCODING, [])
+        for coding in value.split(",")
+    )
+    refused = [coding for coding in codings if coding not in ("", "identity")]
+    if refused:
         raise UnsupportedMediaType(
-            f"compressed request bodies (Content-Encoding: {encoding[:40]}) are not accepted; "
-            "send the body as it is",
+            f"compressed request bodies (Content-Encoding: {', '.join(refused)[:40]}) are not "
+            "accepted; send the body as it is",
             code="unsupported_content_encoding",
         )
 

@@ -149,6 +149,22 @@ async def test_access_line_counts_a_chunked_body(
     assert access["bytes_in"] == len(payload)
 
 
+async def test_any_content_encoding_header_counts_and_only_a_body_is_refused(
+    aiohttp_client: Callable[..., Any],
+) -> None:
+    """``identity`` then ``gzip`` in a second header is still a compressed body (415); a GET
+    with a Content-Encoding header has no body to refuse."""
+    client = await aiohttp_client(make_app())
+    resp = await client.post(
+        "/demo/echo",
+        data=gzip.compress(b"{}"),
+        headers=[("Content-Encoding", "identity"), ("Content-Encoding", "gzip")],
+    )
+    assert resp.status == 415
+    assert (await resp.json())["error"] == "unsupported_content_encoding"
+    assert (await client.get("/demo/health", headers={"Content-Encoding": "gzip"})).status == 200
+
+
 @pytest.mark.parametrize("body", [gzip.compress(b"{}" * 100_000), b"not gzip"])
 async def test_compressed_bodies_are_refused_before_reading(
     aiohttp_client: Callable[..., Any], body: bytes
