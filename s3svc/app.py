@@ -424,7 +424,7 @@ def create_app(settings: S3Settings) -> web.Application:
 
     async def uploader_ctx(app: web.Application) -> AsyncIterator[None]:
         # Registered after the client, so it is cleaned up first: aborts finish before close.
-        app[UPLOADER] = uploader = Uploader(app[S3_CLIENT], settings)
+        app[UPLOADER] = uploader = Uploader(app[S3_CLIENT], settings, breaker)
         yield
         await uploader.drain()
 

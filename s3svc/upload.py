@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 from common.aws import aws_error_code, is_aws_failure, to_service_error
+from common.breaker import CircuitBreaker
 from common.errors import BadRequest, PayloadTooLarge, ServiceError
 from common.logging import get_logger
 from common.pace import BodyClock
@@ -68,16 +69,22 @@ ABORT_TIMEOUT = 10.0
 CLOCK_SKEW = timedelta(seconds=2)
 
 
+class BodyStalled(TimeoutError):
+    """S3 took none of a request's body for the read timeout (a timeout: 503, retry)."""
+
+
 async def sent(call: Awaitable[_T], body: io.BytesIO, idle: float) -> _T:
-    """``call``'s answer, or ``TimeoutError`` once ``body`` stopped moving for ``idle`` seconds
-    before all of it was sent.
+    """``call``'s answer, or :class:`BodyStalled` once ``body`` has not moved between two looks
+    ``idle`` seconds apart before all of it was sent (so after ``idle`` to twice that).
 
     botocore's read timeout (aiohttp's ``sock_read``) starts only once a request's body is sent,
     and its connect timeout ends with the connection: an S3 that accepts a connection and then
     reads nothing (a frozen process; or no answer to ``Expect: 100-continue``, which botocore
     sends with every body) held the call forever. The body's read position is its progress:
     aiohttp reads it a piece at a time as the socket takes it, and botocore rewinds it to send
-    again."""
+    again. Time the call waits for a pooled connection, or between botocore's attempts,
+    counts as well: more S3 calls in flight than ``AWS_MAX_POOL_CONNECTIONS`` on an S3 slower
+    than the read timeout can be given up too."""
     task = asyncio.ensure_future(call)
     with body.getbuffer() as view:
         size = view.nbytes
@@ -89,7 +96,7 @@ async def sent(call: Awaitable[_T], body: io.BytesIO, idle: float) -> _T:
                 return task.result()
             at = body.tell()
             if at == seen and at < size:
-                raise TimeoutError(f"S3 took no more of the body for {idle:g} s ({at} of {size})")
+                raise BodyStalled(f"S3 took no more of the body for {idle:g} s ({at} of {size})")
             seen = at
     finally:
         if not task.done():
@@ -218,9 +225,14 @@ def _retried(outcome: Mapping[str, Any] | BaseException) -> bool:
 class Uploader:
     """Stages and commits form-data files in S3; one per app, shared by all requests."""
 
-    def __init__(self, client: S3Client, settings: S3Settings) -> None:
+    def __init__(
+        self, client: S3Client, settings: S3Settings, breaker: CircuitBreaker | None = None
+    ) -> None:
         self.client = client
         self.settings = settings
+        # The client's breaker never hears of a call given up by sent() (botocore's own is
+        # cancelled, not failed), so each one is counted here.
+        self.breaker = breaker
         # Without a bucket (local-safe mode) the handler refuses uploads before staging.
         self.bucket = settings.bucket or ""
         # The memory budget in two pools: one part's worth for small buffers, reserved byte by
@@ -283,7 +295,8 @@ class Uploader:
         try:
             head = await self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if not is_aws_failure(exc):
+            # An open circuit (a ServiceError) leaves the name unknown too, not the replay failed.
+            if not (is_aws_failure(exc) or isinstance(exc, ServiceError)):
                 raise
             log.warning("original_filename_unknown", key=key, exc_info=exc)
             return None
@@ -360,7 +373,7 @@ class Uploader:
             if f.data is not None:
                 args = self._object_args(f.content_type, f.filename)
                 args["Metadata"]["sha256"] = f.checksums.sha256.hex()
-                call: Awaitable[Mapping[str, Any]] = sent(
+                call: Awaitable[Mapping[str, Any]] = self._sent(
                     self.client.put_object(
                         Bucket=self.bucket,
                         Key=f.key,
@@ -370,7 +383,6 @@ class Uploader:
                         **args,
                     ),
                     f.data,
-                    self.settings.common.aws.read_timeout,
                 )
             else:
                 assert f.upload_id is not None
@@ -503,13 +515,22 @@ class Uploader:
         f.parts = [await self.upload_part(f.key, f.upload_id, 1, f.data, f.checksums.crc64nvme)]
         self._free(f)
 
+    async def _sent(self, call: Awaitable[_T], body: io.BytesIO) -> _T:
+        """:func:`sent` at the read timeout, its give-ups counted by the breaker."""
+        try:
+            return await sent(call, body, self.settings.common.aws.read_timeout)
+        except BodyStalled:
+            if self.breaker is not None:
+                self.breaker.record(False)
+            raise
+
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: io.BytesIO, crc: bytes
     ) -> CompletedPartTypeDef:
         """UploadPart with the part's CRC64NVME; the part as CompleteMultipartUpload lists it."""
         checksum = b64(crc)
         try:
-            resp = await sent(
+            resp = await self._sent(
                 self.client.upload_part(
                     Bucket=self.bucket,
                     Key=key,
@@ -520,7 +541,6 @@ class Uploader:
                     ChecksumCRC64NVME=checksum,
                 ),
                 body,
-                self.settings.common.aws.read_timeout,
             )
         except Exception as exc:
             if is_aws_failure(exc):

@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from s3svc.app import create_app
+from common.breaker import OPEN
+from s3svc.app import S3_BREAKER, create_app
 from s3svc.config import MIB, S3Settings
 from tests.conftest import open_uploads, stored_keys, through
 from tests.faultproxy import Call, Fault, fault_proxy
@@ -132,8 +133,11 @@ async def test_a_frozen_backend_is_503_and_nothing_stays(
         return Fault(freeze=True) if call.s3_operation == operation else None
 
     async with fault_proxy(moto_url, rule) as proxy:
-        settings = through(make_s3_settings(), proxy.url, read_timeout=READ_TIMEOUT)
-        client = await aiohttp_client(create_app(settings))
+        settings = through(
+            make_s3_settings(), proxy.url, read_timeout=READ_TIMEOUT, breaker_threshold=1
+        )
+        app = create_app(settings)
+        client = await aiohttp_client(app)
         form = aiohttp.FormData()
         form.add_field("file", os.urandom(size), filename="frozen.bin")
         # wait_for is a hang guard (the old behaviour), not a speed target.
@@ -145,3 +149,7 @@ async def test_a_frozen_backend_is_503_and_nothing_stays(
     assert resp.headers["Retry-After"]
     assert await stored_keys(s3, bucket) == []
     assert await open_uploads(s3, bucket) == []
+    if operation == "PutObject":
+        # The give-up counts as a failure (threshold 1: the circuit opens). A multipart upload
+        # is then aborted, and that answer from S3 closes the circuit again.
+        assert app[S3_BREAKER].state == OPEN
