@@ -96,7 +96,19 @@ PAGE_HEADERS = {
 def page_paths(base: str) -> dict[str, Any]:
     """The upload page (``UPLOAD_PAGE``): the HTML and its two files, open without an API key."""
     not_modified = {"description": "Not modified (If-None-Match)", "headers": PAGE_HEADERS}
-    return {
+    redirect = {
+        "get": {
+            "summary": "The page's address without its slash: a permanent redirect to the page",
+            "security": [],
+            "responses": {
+                "308": {
+                    "description": "To the page",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+    return ({base: redirect} if base else {}) | {
         f"{base}/": {
             "get": {
                 "summary": "The upload page for people (HTML; UPLOAD_PAGE=false removes it)",
