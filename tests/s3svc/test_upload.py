@@ -413,6 +413,18 @@ async def test_a_good_upload_is_told_to_continue(client: Client, s3: Any) -> Non
     await assert_stored(s3, item, b"hello")
 
 
+async def post_one_file(client: Client, disposition: str) -> aiohttp.ClientResponse:
+    """A form of one ``file`` field holding ``data``, its Content-Disposition parameters after
+    ``name="file";`` written as given (what aiohttp's FormData would quote for us)."""
+    body = (
+        f'--b\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'
+        "data\r\n--b--\r\n"
+    ).encode()
+    return await client.post(
+        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+
+
 @pytest.mark.parametrize(
     ("disposition", "key_name", "filename"),
     [
@@ -428,13 +440,7 @@ async def test_backslashes_in_a_filename_are_kept_unless_they_escape(
     """A backslash is itself (browsers and curl escape a quote as %22 and leave backslashes be),
     so a Windows path keeps its separators and the key takes its last segment; a backslash
     before a quote or a backslash still escapes it."""
-    body = (
-        f'--b\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'
-        "data\r\n--b--\r\n"
-    ).encode()
-    resp = await client.post(
-        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
-    )
+    resp = await post_one_file(client, disposition)
     assert resp.status == 201, await resp.text()
     (item,) = (await resp.json())["files"]
     assert item["key"].rsplit("/", 1)[1] == key_name
@@ -457,13 +463,7 @@ async def test_a_percent_encoded_filename_is_decoded_once_for_all(client: Client
 
 async def test_an_rfc8187_filename_is_decoded_by_its_own_rules_only(client: Client) -> None:
     """filename*=UTF-8''a%2541.txt names a%41.txt: it is not percent-decoded a second time."""
-    body = (
-        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''a%2541.txt\r\n"
-        b"\r\ndata\r\n--b--\r\n"
-    )
-    resp = await client.post(
-        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
-    )
+    resp = await post_one_file(client, "filename*=UTF-8''a%2541.txt")
     assert resp.status == 201, await resp.text()
     (item,) = (await resp.json())["files"]
     assert item["filename"] == "a%41.txt"
@@ -480,13 +480,7 @@ async def test_a_filename_in_a_charset_that_cannot_be_decoded_is_400(
 ) -> None:
     """filename*'s charset goes to Python's codecs: one that fails, or makes a lone surrogate,
     is a 400 with nothing stored, not a 500."""
-    body = (
-        f'--b\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'
-        "data\r\n--b--\r\n"
-    ).encode()
-    resp = await client.post(
-        "/s3/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
-    )
+    resp = await post_one_file(client, disposition)
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["error"] == "malformed_multipart"
     assert await stored_keys(s3, bucket) == []
