@@ -48,6 +48,8 @@ def still_expected(request: web.BaseRequest) -> bool:
     """True when the client still waits for the ``100 Continue`` it was never sent: its answer
     must close the connection, or the client's next request on it would be read as this one's
     body (or the body, sent after all, as its next request)."""
+    if hdrs.EXPECT not in request.headers:  # every request asks: the common answer is cheap
+        return False
     deferred = request.get(_DEFERRED, False) and not request.get(_CONTINUED, False)
     return bool(deferred) and not request.content.at_eof()
 
