@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
-from aiohttp.hdrs import CONTENT_TYPE
+from aiohttp.hdrs import CONTENT_DISPOSITION, CONTENT_TYPE
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from common.app import ProbeCache, client_ctx, create_base_app
 from common.auth import caller
@@ -68,6 +69,15 @@ MAX_FIELD_NAME = 200
 # Content-Length counts multipart framing as well as file bytes; allow this much of it per file
 # before deciding early that a body is too large.
 FRAMING_ALLOWANCE = 16 * 1024
+# A backslash in a form-data parameter is itself unless it escapes a quote or a backslash:
+# browsers and curl write a quote in a filename as %22 (the HTML form encoding) and leave
+# backslashes be, so quoted-pair unescaping turned "C:\fakepath\a.txt" into "C:fakepatha.txt".
+_LONE_BACKSLASH = re.compile(r'\\(?=[^"\\])')
+# RFC 8187: an extended parameter (filename*=UTF-8''...) names its charset, which aiohttp hands
+# to Python's codecs (punycode raised UnicodeError, unicode_escape made lone surrogates: 500s).
+# UTF-8, as producers must use, or ISO-8859-1, which recipients should take; empty is UTF-8.
+_EXTENDED_CHARSET = re.compile(r";\s*[^\s=;\"*]+\*\s*=\s*([^'\s;\"]*)'")
+_CHARSETS = frozenset({"", "utf-8", "iso-8859-1"})
 _MEDIA_TYPE_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
 )
@@ -85,14 +95,32 @@ class _Field:
     def __init__(self, part: Part) -> None:
         self.part = part
         self.headers = part.headers
+        # aiohttp's public Content-Disposition helpers (name, filename, filename*), with every
+        # backslash kept that does not escape a quote or a backslash.
+        raw = part.headers.get(CONTENT_DISPOSITION)
+        if raw is not None:
+            raw = _LONE_BACKSLASH.sub(r"\\\\", raw)
+            if any(c.lower() not in _CHARSETS for c in _EXTENDED_CHARSET.findall(raw)):
+                raise BadRequest(
+                    "a filename* or name* must be in UTF-8 (RFC 8187)", code="malformed_multipart"
+                )
         try:
-            self.name, filename, extended = part.names()
-        except FormError as exc:
-            raise _malformed(exc) from exc
+            # What the charset check lets through still decodes strictly: a 400, not a 500.
+            _, params = parse_content_disposition(raw)
+            self.name = content_disposition_filename(params, "name")
+            filename = content_disposition_filename(params, "filename")
+            for text in (self.name, filename):
+                (text or "").encode()
+        except (UnicodeError, LookupError) as exc:
+            raise BadRequest(
+                "a form field's Content-Disposition cannot be decoded", code="malformed_multipart"
+            ) from exc
         # A plain filename is percent-decoded once, here (a browser sends a quote in it as %22),
         # so the key, the metadata, the answer and the download link name the same file;
         # filename* (RFC 8187) was decoded by its own rules already.
-        self.filename = decode_filename(filename) if filename and not extended else filename
+        if filename is not None and not any(k.startswith("filename*") for k in params):
+            filename = decode_filename(filename)
+        self.filename = filename
 
     def content_type(self) -> str:
         """The part's media type, lower case; ``application/octet-stream`` when it has none

@@ -13,8 +13,7 @@ follows it (the epilogue) is never read, and a body that ends before the close d
 malformed. Part headers are parsed as aiohttp parses them (a line at most 8190 bytes, at most
 128 lines, names are tokens, no control characters in values, no obsolete line folding), but
 a value that is not UTF-8 is read as ISO-8859-1, not with aiohttp's lone surrogates.
-:meth:`Part.names` reads Content-Disposition with aiohttp's helpers, keeping backslashes that
-escape nothing and taking ``filename*`` in UTF-8 or ISO-8859-1 only. Content-Transfer-Encoding and a part's Content-Length are ignored, as RFC 7578 says (section
+Content-Transfer-Encoding and a part's Content-Length are ignored, as RFC 7578 says (section
 4.7, 4.8); the bytes are handed on as sent. No web layer: errors are :class:`FormError`.
 """
 
@@ -23,7 +22,6 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 from multidict import CIMultiDict, CIMultiDictProxy
 
 # aiohttp's limits for request and part headers.
@@ -56,15 +54,6 @@ _SINGLETON = frozenset(
 )
 # One parameter of a media type: its name, then the content of a quoted string (group 2) or a
 # token (group 3; one that starts with a quote is an unclosed quoted string).
-# A backslash in a form-data parameter is itself unless it escapes a quote or a backslash:
-# browsers and curl write a quote in a filename as %22 (the HTML form encoding) and leave
-# backslashes be, so quoted-pair unescaping turned "C:\fakepath\a.txt" into "C:fakepatha.txt".
-_LONE_BACKSLASH = re.compile(r'\\(?=[^"\\])')
-# RFC 8187: an extended parameter (filename*=UTF-8''...) names its charset, which aiohttp hands
-# to Python's codecs (punycode raised UnicodeError, unicode_escape made lone surrogates: 500s).
-# UTF-8, as producers must use, or ISO-8859-1, which recipients should take; empty is UTF-8.
-_EXTENDED_CHARSET = re.compile(r";\s*[^\s=;\"*]+\*\s*=\s*([^'\s;\"]*)'")
-_CHARSETS = frozenset({"", "utf-8", "iso-8859-1"})
 _PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))\s*')
 
 
@@ -138,27 +127,6 @@ class Part:
         if self._reader.current is not self:
             return b""
         return await self._reader.read_data(size)
-
-    def names(self) -> tuple[str | None, str | None, bool]:
-        """(``name``, ``filename``, whether the filename came from ``filename*``) of the part's
-        Content-Disposition, read with aiohttp's public helpers; FormError when it cannot be
-        decoded. Backslashes stay unless they escape, and a ``filename*`` must be UTF-8 or
-        ISO-8859-1."""
-        raw = self.headers.get("Content-Disposition")
-        if raw is not None:
-            raw = _LONE_BACKSLASH.sub(r"\\\\", raw)
-            if any(c.lower() not in _CHARSETS for c in _EXTENDED_CHARSET.findall(raw)):
-                raise FormError("a filename* or name* must be in UTF-8 (RFC 8187)")
-        try:
-            # What the charset check lets through still decodes strictly.
-            _, params = parse_content_disposition(raw)
-            name = content_disposition_filename(params, "name")
-            filename = content_disposition_filename(params, "filename")
-            for text in (name, filename):
-                (text or "").encode()
-        except (UnicodeError, LookupError) as exc:
-            raise FormError("a part's Content-Disposition cannot be decoded") from exc
-        return name, filename, any(k.startswith("filename*") for k in params)
 
     def at_eof(self) -> bool:
         """True once the part's data was read to its delimiter."""

@@ -347,36 +347,3 @@ def test_boundary_of(content_type: str, boundary: str) -> None:
 def test_boundary_of_refuses(content_type: str) -> None:
     with pytest.raises(FormError):
         boundary_of(content_type)
-
-
-@pytest.mark.parametrize(
-    ("disposition", "names"),
-    [
-        (
-            'form-data; name="file"; filename="C:\\fakepath\\a.txt"',
-            ("file", "C:\\fakepath\\a.txt", False),
-        ),
-        ('form-data; name="file"; filename="say \\"hi\\".txt"', ("file", 'say "hi".txt', False)),
-        ("form-data; name=\"file\"; filename*=UTF-8''%C3%A9.txt", ("file", "é.txt", True)),
-        ('form-data; name="text"', ("text", None, False)),
-    ],
-)
-async def test_part_names(disposition: str, names: tuple[str, str | None, bool]) -> None:
-    """name, filename and whether it came from filename*; a lone backslash is itself."""
-    form = f"--{B}\r\nContent-Disposition: {disposition}\r\n\r\nx\r\n--{B}--\r\n".encode()
-    part = await FormReader(Pieces([form]), B).next_part()
-    assert part is not None
-    assert part.names() == names
-
-
-@pytest.mark.parametrize("charset", ["punycode", "unicode_escape", "utf-16"])
-async def test_part_names_refuse_other_charsets(charset: str) -> None:
-    """filename* in anything but UTF-8 or ISO-8859-1 is refused before Python's codecs see it."""
-    form = (
-        f"--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename*={charset}''%00"
-        f"\r\n\r\nx\r\n--{B}--\r\n"
-    ).encode()
-    part = await FormReader(Pieces([form]), B).next_part()
-    assert part is not None
-    with pytest.raises(FormError, match="RFC 8187"):
-        part.names()
