@@ -2,9 +2,10 @@
 document and a service's public page (``common.app.add_public_get``) needs
 ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``.
 
-Only SHA-256 digests of the keys are configured, so a task definition (or a leaked environment)
-never holds a usable key; inject the value from Secrets Manager (see docs/api.md). The presented
-key is hashed and compared with every digest in constant time; it is never logged or echoed.
+Only SHA-256 digests of the keys are configured (in ECS by the stack's ``ApiKeysSha256``; see
+docs/api.md), so a task definition or a leaked environment never holds a usable key. The
+presented key is hashed and compared with every digest in constant time; it is never logged or
+echoed.
 """
 
 from __future__ import annotations

@@ -78,11 +78,14 @@ def pick_request_id(request: web.BaseRequest) -> tuple[str, str | None]:
 
 
 def client_ip(request: web.BaseRequest) -> str | None:
-    """The original client: the first ``X-Forwarded-For`` entry (the ALB appends the peer to
-    it), else the peer itself."""
-    forwarded = request.headers.get("X-Forwarded-For")
+    """The client as the ALB saw it: the last ``X-Forwarded-For`` entry, else the peer itself.
+
+    The ALB appends the address it was connected from to whatever the client sent, so only the
+    last entry is the ALB's word; the ones before it are the client's, and anyone can forge them.
+    """
+    forwarded = request.headers.getall("X-Forwarded-For", ())
     if forwarded:
-        return forwarded.split(",")[0].strip()
+        return forwarded[-1].rsplit(",", 1)[-1].strip() or request.remote
     return request.remote
 
 

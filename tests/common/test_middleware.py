@@ -119,7 +119,7 @@ async def test_one_access_line_per_request(
     assert line["request_id"] == "rid-1"
     assert line["status"] == 503
     assert line["route"] == "/demo/busy"
-    assert line["client_ip"] == "203.0.113.9"
+    assert line["client_ip"] == "10.0.0.1"  # the entry the ALB appended, not the client's own
     assert line["service"] == "demo"
     assert line["latency_ms"] >= 0
     assert line["timestamp"].endswith("Z")

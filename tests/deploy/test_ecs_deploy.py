@@ -30,6 +30,7 @@ VALUES = {
     "DownloadUrlSeconds": "0",
     "S3AppLogGroup": "/lp/s3svc",
     "S3ContainerLogGroup": "/lp/s3svc/container",
+    "ApiKeysSha256": "a" * 64,  # kept by every new revision, as the rest of the environment
 }
 
 
@@ -49,8 +50,9 @@ def api_shape(node: Any) -> Any:
 
 def template_task_definition() -> dict[str, Any]:
     """The template's s3svc task definition as ``register_task_definition`` arguments."""
-    props = load_template()["Resources"]["S3TaskDefinition"]["Properties"]
-    shaped = api_shape(resolve(props, VALUES))
+    template = load_template()
+    props = template["Resources"]["S3TaskDefinition"]["Properties"]
+    shaped = api_shape(resolve(props, VALUES, template["Conditions"]))
     assert isinstance(shaped, dict)
     return shaped
 

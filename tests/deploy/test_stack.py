@@ -13,7 +13,7 @@ import pytest
 
 from common.config import ConfigError
 from common.queries import QUERIES
-from deploy.policies import load_template, role_policies
+from deploy.policies import load_template, resolve, role_policies
 from s3svc.config import S3Settings
 from sqssvc.config import SqsSettings
 from tests.deploy.shutdown import MARGIN, longest_shutdown
@@ -28,12 +28,15 @@ SERVICES: dict[str, tuple[str, str, str, type[S3Settings] | type[SqsSettings]]] 
 # A stand-in for every reference a task definition's environment makes.
 PLACEHOLDERS = {
     "AWS::Region": "eu-west-1",
+    "AWS::StackName": "lp",
     "UploadBucket": "bucket",
     "KeyPrefix": "uploads/",
     "DownloadUrlSeconds": "3600",
     "S3AppLogGroup": "/stack/s3svc",
     "SqsAppLogGroup": "/stack/sqssvc",
     "MessageQueue": "https://sqs.eu-west-1.amazonaws.com/123456789012/queue",
+    "ApiKeysSha256": "a" * 64 + "," + "B" * 64,
+    "UploadDrainSeconds": str(TEMPLATE["Parameters"]["UploadDrainSeconds"]["Default"]),
 }
 
 
@@ -51,21 +54,18 @@ def container(service: str) -> dict[str, Any]:
     return c
 
 
-def task_env(service: str) -> dict[str, str]:
-    """The container's environment, references replaced by placeholders."""
-    out: dict[str, str] = {}
-    for item in container(service)["Environment"]:
-        value = item["Value"]
-        if isinstance(value, dict):
-            value = PLACEHOLDERS[value["Ref"]]
-        out[item["Name"]] = str(value)
-    return out
+def task_env(service: str, **values: str) -> dict[str, str]:
+    """The container's environment, references replaced by placeholders (or ``values``)."""
+    items = resolve(
+        container(service)["Environment"], {**PLACEHOLDERS, **values}, TEMPLATE["Conditions"]
+    )
+    return {item["Name"]: str(item["Value"]) for item in items}
 
 
 def target_group_attribute(logical: str, key: str) -> str:
-    """One TargetGroupAttributes value."""
+    """One TargetGroupAttributes value (a parameter's default where it is one)."""
     (value,) = [a["Value"] for a in props(logical)["TargetGroupAttributes"] if a["Key"] == key]
-    return str(value)
+    return str(resolve(value, PLACEHOLDERS))
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -82,6 +82,31 @@ def test_task_environment_is_valid_for_the_service(service: str) -> None:
     assert settings.common.stdout_log_level == "warning"
     assert settings.common.log_level == "info"
     assert settings.common.port == container(service)["PortMappings"][0]["ContainerPort"]
+    # Metrics per stack, and the alarm on them reads the same namespace.
+    assert settings.common.metrics_namespace == "UploadMessaging/lp"
+    alarm = resolve(props("S3BusyAlarm")["Namespace"], {"AWS::StackName": "lp"})
+    assert alarm == settings.common.metrics_namespace
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_api_keys_reach_the_service_when_given(service: str) -> None:
+    """``ApiKeysSha256`` becomes the service's API_KEYS_SHA256; empty, no key is asked for (and
+    the template's rule then demands ``AllowAnonymous``, below)."""
+    settings_cls = SERVICES[service][3]
+    keyed: Any = settings_cls.from_env(task_env(service))
+    assert set(keyed.common.api_keys_sha256) == {"a" * 64, "b" * 64}
+    open_: Any = settings_cls.from_env(task_env(service, ApiKeysSha256=""))
+    assert not open_.common.api_keys_sha256
+
+
+def test_an_open_stack_must_be_asked_for() -> None:
+    """The stack refuses to start without API keys unless AllowAnonymous is "true"; the
+    parameter's pattern is the digests' (what the settings parse)."""
+    rule = TEMPLATE["Rules"]["KeysOrAnonymous"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "ApiKeysSha256"}, ""]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "AllowAnonymous"}, "true"]}
+    assert TEMPLATE["Parameters"]["AllowAnonymous"]["Default"] == "false"
+    assert TEMPLATE["Parameters"]["ApiKeysSha256"]["Default"] == ""
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -188,7 +213,7 @@ def test_task_roles_are_what_the_task_definitions_use() -> None:
     """The roles the tests prove are the roles the tasks run with."""
     assert props("S3TaskDefinition")["TaskRoleArn"] == {"Fn::GetAtt": ["S3TaskRole", "Arn"]}
     assert props("SqsTaskDefinition")["TaskRoleArn"] == {"Fn::GetAtt": ["SqsTaskRole", "Arn"]}
-    env = {e["Name"]: e["Value"] for e in container("s3svc")["Environment"]}
+    env = {e["Name"]: e["Value"] for e in container("s3svc")["Environment"] if "Name" in e}
     assert env["CLOUDWATCH_LOG_GROUP"] == {"Ref": "S3AppLogGroup"}
     assert env["BUCKET_NAME"] == {"Ref": "UploadBucket"}
     assert env["KEY_PREFIX"] == {"Ref": "KeyPrefix"}
@@ -201,7 +226,7 @@ def test_task_roles_are_what_the_task_definitions_use() -> None:
     assert [
         S3Settings.from_env({"DOWNLOAD_URL_SECONDS": v}).download_url_seconds > 0 for v in allowed
     ] == [v != "0" for v in allowed]
-    env = {e["Name"]: e["Value"] for e in container("sqssvc")["Environment"]}
+    env = {e["Name"]: e["Value"] for e in container("sqssvc")["Environment"] if "Name" in e}
     assert env["CLOUDWATCH_LOG_GROUP"] == {"Ref": "SqsAppLogGroup"}
     assert env["QUEUE_URL"] == {"Ref": "MessageQueue"}
 

@@ -165,6 +165,29 @@ def test_the_image_is_checked_as_a_container_after_its_build(
         assert steps[check + 1]["env"]["IMAGE"] == built["tags"]
 
 
+@pytest.mark.parametrize("short", sorted(SERVICES))
+def test_deploy_runs_from_main_or_a_release_tag_and_reuses_a_pushed_image(short: str) -> None:
+    """The deploy job runs for main and the service's own tags only; when ECR already holds the
+    commit's image (immutable tags: a re-run, a roll-back), the build, checks and push are skipped
+    and that image is deployed."""
+    service = SERVICES[short]
+    job = load(f"deploy-{short}.yml")["jobs"]["deploy"]
+    assert job["if"] == (
+        f"github.ref == 'refs/heads/main' || startsWith(github.ref, 'refs/tags/{service}-v')"
+    )
+    steps = job["steps"]
+    (look,) = [i for i, s in enumerate(steps) if s.get("id") == "pushed"]
+    assert "aws ecr describe-images" in steps[look]["run"]
+    assert "ImageNotFoundException" in steps[look]["run"]  # any other failure fails the job
+    producing = steps[look + 1 : -1]
+    assert [s.get("if") for s in producing] == ["steps.pushed.outputs.exists == 'false'"] * len(
+        producing
+    )
+    assert "docker push" in producing[-1]["run"]
+    assert "if" not in steps[-1]
+    assert "ecs_deploy.py" in steps[-1]["run"]
+
+
 def test_every_repository_variable_is_documented() -> None:
     """Each ``vars.X`` the workflows read is explained in docs/deployment.md."""
     used = set()
