@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
@@ -31,7 +31,7 @@ from common.bodies import still_expected
 from common.errors import ServiceError, UnsupportedMediaType
 from common.logging import get_logger
 from common.metrics import COUNT, COUNTED_ERRORS, Metrics, request_metrics
-from common.refusals import refusal
+from common.refusals import INVALID_REQUEST_LINE, refusal
 from common.responses import (
     CLIENT_CLOSED,
     REQUEST_ID,
@@ -42,6 +42,8 @@ from common.responses import (
 
 # The metrics a handler adds to its request's access line.
 REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("metrics", dict)
+# The HTTP versions served; the parser refuses other majors but takes 0.9 and 2.0.
+_HTTP_1 = frozenset({HttpVersion10, HttpVersion11})
 
 
 def add_metric(request: web.Request, name: str, value: float, unit: str = COUNT) -> None:
@@ -83,9 +85,9 @@ def client_ip(request: web.BaseRequest) -> str | None:
     The ALB appends the address it was connected from to whatever the client sent, so only the
     last entry is the ALB's word; the ones before it are the client's, and anyone can forge them.
     """
-    forwarded = request.headers.getall("X-Forwarded-For", ())
+    forwarded = request.headers.get("X-Forwarded-For")
     if forwarded:
-        return forwarded[-1].rsplit(",", 1)[-1].strip() or request.remote
+        return forwarded.rsplit(",", 1)[-1].strip() or request.remote
     return request.remote
 
 
@@ -203,6 +205,13 @@ def _refuse_encoded_body(request: web.Request) -> None:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the JSON error shape; internals never reach the caller."""
+    if request.version not in _HTTP_1:
+        # aiohttp's parser takes HTTP/0.9 and HTTP/2.0 request lines, and would answer them.
+        status, code, text = INVALID_REQUEST_LINE
+        structlog.contextvars.bind_contextvars(error=code)
+        refused = error_response(status, code, text, request)
+        refused.force_close()
+        return refused
     try:
         _refuse_encoded_body(request)
         return await handler(request)

@@ -24,7 +24,7 @@ _HEADER_TOO_LARGE = (
     "request_header_too_large",
     "the request line or a header field is too long, or there are too many header fields",
 )
-_INVALID_REQUEST_LINE = (
+INVALID_REQUEST_LINE = (
     400,
     "invalid_request_line",
     "the request line is not 'METHOD target HTTP/1.x' with a valid method and target",
@@ -50,7 +50,7 @@ def refusal(exc: HttpProcessingError) -> tuple[int, str, str]:
     if isinstance(exc, LineTooLong):
         return _HEADER_TOO_LARGE
     if isinstance(exc, (BadStatusLine, InvalidURLError)):
-        return _INVALID_REQUEST_LINE
+        return INVALID_REQUEST_LINE
     if isinstance(exc, InvalidHeader):
         return _INVALID_HEADER
     if isinstance(exc, (TransferEncodingError, ContentLengthError)):
@@ -63,7 +63,7 @@ def refusal(exc: HttpProcessingError) -> tuple[int, str, str]:
     if "header" in reason:
         return _INVALID_HEADER
     if any(s in reason for s in ("method", "version", "url", "status line")):
-        return _INVALID_REQUEST_LINE
+        return INVALID_REQUEST_LINE
     return _MALFORMED
 
 

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 from aiohttp.hdrs import CONTENT_DISPOSITION, CONTENT_TYPE
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from aiohttp.multipart import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    content_disposition_filename,
+    parse_content_disposition,
+)
 
 from common.app import ProbeCache, client_ctx, create_base_app
 from common.auth import caller
@@ -78,6 +83,10 @@ _LONE_BACKSLASH = re.compile(r'\\(?=[^"\\])')
 # UTF-8, as producers must use, or ISO-8859-1, which recipients should take; empty is UTF-8.
 _EXTENDED_CHARSET = re.compile(r";\s*[^\s=;\"*]+\*\s*=\s*([^'\s;\"]*)'")
 _CHARSETS = frozenset({"", "utf-8", "iso-8859-1"})
+# The parameters a field is read by. aiohttp drops one it cannot read (a bad filename*, a
+# repeated filename) with a warning only, which would make a file a text field, silently.
+_NAMING_PARAMS = frozenset({"name", "name*", "filename", "filename*"})
+_PARAM_NAME = re.compile(r";\s*([^\s=;\"]+)\s*=")
 _MEDIA_TYPE_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
 )
@@ -106,7 +115,12 @@ class _Field:
                 )
         try:
             # What the charset check lets through still decodes strictly: a 400, not a 500.
+            # A parameter aiohttp cannot read it drops with a warning (raised where warnings
+            # are errors): either way the field's name or filename is lost, a 400 too.
             _, params = parse_content_disposition(raw)
+            given = {n.lower() for n in _PARAM_NAME.findall(raw or "")}
+            if _NAMING_PARAMS.intersection(given).difference(params):
+                raise BadContentDispositionParam(raw or "")
             self.name = content_disposition_filename(params, "name")
             filename = content_disposition_filename(params, "filename")
             for text in (self.name, filename):
@@ -114,6 +128,12 @@ class _Field:
         except (UnicodeError, LookupError) as exc:
             raise BadRequest(
                 "a form field's Content-Disposition cannot be decoded", code="malformed_multipart"
+            ) from exc
+        except (BadContentDispositionHeader, BadContentDispositionParam) as exc:
+            raise BadRequest(
+                "a form field's Content-Disposition has a name or filename that cannot be read "
+                "(malformed, or given twice)",
+                code="malformed_multipart",
             ) from exc
         # A plain filename is percent-decoded once, here (a browser sends a quote in it as %22),
         # so the key, the metadata, the answer and the download link name the same file;
@@ -225,7 +245,13 @@ async def _stage_form(
                 f"a {SHA256_FIELD!r} field must come right before the file it describes",
                 code="invalid_digest",
             )
-        if part.name == SHA256_FIELD and part.filename is None:
+        if part.name == SHA256_FIELD:
+            if part.filename is not None:  # -F sha256=@file: the client meant to state a digest
+                raise BadRequest(
+                    f"the {SHA256_FIELD!r} field is a text value (64 hex digits), not a file: "
+                    f"-F '{SHA256_FIELD}=<hex>', not -F '{SHA256_FIELD}=@file'",
+                    code="invalid_digest",
+                )
             pending = parse_sha256_field(await _text(part, clock))
             continue
         if part.name != FILE_FIELD or part.filename is None:

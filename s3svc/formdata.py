@@ -27,6 +27,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 # aiohttp's limits for request and part headers.
 MAX_LINE = 8190
 MAX_HEADERS = 128
+# All of a part's header lines together: a form part needs three short ones, and a request held
+# open while it drips its data must not keep a megabyte of headers (128 lines of 8 KiB) alive.
+MAX_HEADER_BYTES = 16 * 1024
+# After the close delimiter: an epilogue is for non-MIME readers, and the body is read to its end
+# so that only a complete HTTP message is committed.
+MAX_EPILOGUE = 64 * 1024
 # A preamble is for non-MIME readers; no client sends much, and skipping must not be free.
 MAX_PREAMBLE = 64 * 1024
 # An HTTP chunk smaller than this is joined with the data buffered after it.
@@ -180,8 +186,10 @@ class FormReader:
         while self.in_data:  # the caller left the last part unread
             await self.read_data(65536)
         if await self._peek(2) == b"--":
-            # The close delimiter: the rest (the epilogue) is not ours to read.
+            # The close delimiter. The body must still end as its framing says (Content-Length
+            # reached, or the last chunk): a request cut off after it is not committed.
             self._closed = True
+            await self._skip_epilogue()
             return None
         if (await self._line()).strip():
             raise FormError("unexpected bytes after a boundary delimiter")
@@ -260,6 +268,14 @@ class FormReader:
             if skipped > self._max_preamble:
                 raise FormError(f"more than {self._max_preamble} bytes before the first boundary")
 
+    async def _skip_epilogue(self) -> None:
+        skipped = len(self._buf) - self._pos - 2
+        self._buf, self._pos = b"", 0
+        while piece := await self._read_piece():
+            skipped += len(piece)
+            if skipped > MAX_EPILOGUE:
+                raise FormError(f"more than {MAX_EPILOGUE} bytes after the form's close delimiter")
+
     async def _read_piece(self) -> bytes:
         """The next piece of the body; ``b""`` at its end. readchunk() hands over one HTTP
         chunk at a time, so a small chunk is joined with what is buffered after it: a body
@@ -305,10 +321,14 @@ class FormReader:
     async def _headers(self) -> CIMultiDictProxy[str]:
         """A part's header lines up to the empty line, parsed as aiohttp parses them."""
         headers: CIMultiDict[str] = CIMultiDict()
+        size = 0
         for _ in range(self._max_headers + 1):
             raw = (await self._line()).removesuffix(b"\n").removesuffix(b"\r")
             if not raw:
                 return CIMultiDictProxy(headers)
+            size += len(raw)
+            if size > MAX_HEADER_BYTES:
+                raise FormError(f"a part's headers exceed {MAX_HEADER_BYTES} bytes")
             bname, colon, bvalue = raw.partition(b":")
             name = bname.decode("utf-8", "surrogateescape")
             if not colon or not _TOKEN_RE.fullmatch(name):

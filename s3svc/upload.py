@@ -42,7 +42,7 @@ from urllib.parse import unquote
 
 from common.aws import aws_error_code, is_aws_failure, to_service_error
 from common.breaker import CircuitBreaker
-from common.errors import BadRequest, PayloadTooLarge, ServiceError
+from common.errors import BadRequest, PayloadTooLarge, RequestTimeout, ServiceError
 from common.logging import get_logger
 from common.pace import BodyClock
 from s3svc.budget import Hold, MemoryBudget, Meter
@@ -63,6 +63,10 @@ _T = TypeVar("_T")
 READ_CHUNK = 256 * 1024
 # A buffer may grow this far without a part slot: small files never wait for a whole part.
 SLOT_THRESHOLD = 1024 * 1024
+# While another upload waits for a slot, one that holds a slot must fill it at least this fast
+# (bytes per second of waiting for its client, after the body's rate grace): else 31 clients
+# dripping at the body's minimum rate could hold a whole budget's slots for hours.
+SLOT_MIN_RATE = 64 * 1024
 # Abort must finish even while the request is being cancelled; bound it so shutdown cannot hang.
 ABORT_TIMEOUT = 10.0
 # How far S3's clock may be behind ours when telling our stray uploads from another task's.
@@ -333,8 +337,13 @@ class Uploader:
         writer = _FileWriter(
             self, key, filename, content_type, size_bound, stated or Stated(), exclusive
         )
+        loop = asyncio.get_running_loop()
         try:
-            while chunk := await clock.chunk(part.read_chunk(READ_CHUNK)):
+            while True:
+                started = loop.time()
+                if not (chunk := await clock.chunk(part.read_chunk(READ_CHUNK))):
+                    break
+                writer.paced(loop.time() - started, clock.pace.grace)
                 limit.add(len(chunk))
                 await writer.add(chunk)
             return await writer.finish()
@@ -615,6 +624,9 @@ class _FileWriter:
         self.pooled = False  # the block is a buffer of the uploader's pool
         self.mem = Hold(uploader.small)  # the block's bytes while it is small
         self.slot = Hold(uploader.slots)  # a whole part for it, once it grows past the threshold
+        # Since the slot was taken: seconds spent waiting for the client, and bytes it sent.
+        self.slot_waited = 0.0
+        self.slot_bytes = 0
         self.checksummed: asyncio.Future[int] | None = None
         self.upload_id: str | None = None
         self.inflight = asyncio.Semaphore(uploader.settings.max_inflight_parts)
@@ -636,12 +648,32 @@ class _FileWriter:
                 # ever waits for the small pool, so small buffers cannot hold it while waiting.
                 # (A multipart file's short last block needs no slot either.)
                 await self.slot.grow(self.part_size)
+                self.slot_waited, self.slot_bytes = 0.0, 0
                 self._to_part_buffer()
                 self.mem.release()  # its bytes so far now count in the slot
             self.block.write(take)
+            self.slot_bytes += len(take)
             self.block_len += len(take)
             self.size += len(take)
             view = view[len(take) :]
+
+    def paced(self, waited: float, grace: float) -> None:
+        """Count ``waited`` seconds spent waiting for the client's next chunk. A slot's holder
+        that another upload waits for, and that after ``grace`` seconds of waiting has sent
+        less than ``SLOT_MIN_RATE`` per second of it, gives the slot up: 408."""
+        if not self.slot.n:
+            return
+        self.slot_waited += waited
+        if (
+            self.up.slots.waiting
+            and self.slot_waited > grace
+            and self.slot_bytes < SLOT_MIN_RATE * self.slot_waited
+        ):
+            raise RequestTimeout(
+                f"the request body arrived slower than {SLOT_MIN_RATE} bytes/s while other "
+                "uploads waited for its part buffer; the request was given up",
+                code="body_too_slow",
+            )
 
     def _to_part_buffer(self) -> None:
         """Move the block into a pooled buffer of a whole part (the bytes so far are copied)."""

@@ -217,6 +217,25 @@ async def test_parser_refusal_is_json(
     assert line["request_id"] == body["request_id"]
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [b"GET /health HTTP/2.0\r\nHost: a\r\n\r\n", b"GET /health\r\n\r\n"],
+    ids=["HTTP/2.0", "HTTP/0.9"],
+)
+async def test_a_version_other_than_http_1_is_refused(
+    serve: Serve, capsys: pytest.CaptureFixture[str], raw: bytes
+) -> None:
+    """aiohttp's parser takes HTTP/2.0 and HTTP/0.9 request lines (and answered them 200):
+    400 ``invalid_request_line``, as docs/api.md says, and the connection closes."""
+    port = await serve()
+    answer, reader = await exchange(port, raw)
+    assert answer.status == 400
+    assert answer.json()["error"] == "invalid_request_line"
+    assert await asyncio.wait_for(reader.read(), PATIENCE) == b""
+    (line,) = access_lines(capsys)
+    assert (line["status"], line["error"]) == (400, "invalid_request_line")
+
+
 async def test_unknown_expect_is_417_json(serve: Serve, capsys: pytest.CaptureFixture[str]) -> None:
     """An Expect value other than 100-continue is refused by aiohttp before the middlewares
     run; the answer is still the JSON shape, without the value, and logged."""

@@ -86,6 +86,28 @@ async def test_a_client_gone_before_the_closing_boundary_stores_nothing(
     assert uploader.meter.used == 0
 
 
+async def test_a_request_cut_off_after_its_closing_boundary_stores_nothing(
+    server: Any, s3: Any, bucket: str
+) -> None:
+    """The form is complete but the HTTP message is not (Content-Length promises more; the
+    client closes): a request the client never finished sending is not committed (it was).
+    One small file, so the server holds it staged while it waits for the rest: the rule is the
+    form reader's, the same for a multipart file."""
+    uploader = server.app[UPLOADER]
+    body = file_part("cut.bin", os.urandom(1000)) + f"\r\n--{B}--\r\n".encode()
+    _, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(HEAD.encode() + f"Content-Length: {len(body) + 1000}\r\n\r\n".encode() + body)
+    await writer.drain()
+    await eventually(lambda: uploader.meter.used > 0)  # the server is staging the file
+    writer.close()
+    await writer.wait_closed()
+    assert await server.app[IN_FLIGHT].wait_idle(60)
+    assert await uploader.settle(60)
+    assert await stored_keys(s3, bucket) == []
+    assert await open_uploads(s3, bucket) == []
+    assert uploader.meter.used == 0
+
+
 async def test_a_later_empty_file_stores_nothing(server: Any, s3: Any, bucket: str) -> None:
     """``a.txt`` then an empty file: 400, and ``a.txt`` is not stored either (it was, before)."""
     body = (

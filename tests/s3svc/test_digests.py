@@ -125,6 +125,18 @@ async def test_a_sha256_field_must_precede_a_file(client: Any, s3: Any, bucket: 
     assert await stored_keys(s3, bucket) == []
 
 
+async def test_a_sha256_field_sent_as_a_file_is_refused(client: Any, s3: Any, bucket: str) -> None:
+    """``-F sha256=@file.sha256`` sends the digest as a file: 400, not an unchecked upload."""
+    form = aiohttp.FormData()
+    form.add_field("sha256", hashlib.sha256(b"x").hexdigest().encode(), filename="x.sha256")
+    form.add_field("file", b"x", filename="a.bin")
+    resp = await client.post("/s3/upload", data=form)
+    answer = await resp.json()
+    assert (resp.status, answer["error"]) == (400, "invalid_digest")
+    assert "not a file" in answer["message"]
+    assert await stored_keys(s3, bucket) == []
+
+
 def test_unknown_algorithms_are_ignored_and_known_ones_parsed() -> None:
     """Unknown members are skipped whatever their value; parameters are ignored."""
     digest = hashlib.sha256(b"x").digest()

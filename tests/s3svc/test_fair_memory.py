@@ -91,6 +91,65 @@ async def test_drips_hold_no_part_and_are_cut_off(
     assert await open_uploads(s3, bucket) == []
 
 
+async def test_a_slow_slot_holder_gives_way_to_a_waiting_upload(
+    make_s3_settings: Callable[..., S3Settings], s3: Any, bucket: str
+) -> None:
+    """An upload sends 1.1 MiB (so it holds the only part slot), then 5 KB/s: fast enough for
+    the body's minimum rate, far below SLOT_MIN_RATE. Alone it keeps its slot (a slow client
+    is served); once a 2 MiB upload waits for that slot, it is cut off (408) and the other is
+    stored. Before, slow holders kept every slot for hours and the others got 503 busy."""
+    settings = make_s3_settings(memory_budget=2 * PART, memory_wait=60.0)
+    settings = replace(settings, common=replace(settings.common, body_rate_grace=1.0))
+    server: Any = TestServer(create_app(settings))
+    await server.start_server()
+    answered = asyncio.Event()
+    try:
+        uploader = server.app[UPLOADER]
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(drip_head(server.port).replace(b"100000", b"%d" % (8 * MIB)))
+        writer.write(b"s" * (MIB + 100 * 1024))
+
+        async def slow() -> tuple[int, bytes]:
+            async def trickle() -> None:
+                with contextlib.suppress(ConnectionError):
+                    while True:
+                        await asyncio.sleep(0.2)
+                        writer.write(b"s" * 1000)
+                        await writer.drain()
+
+            sender = asyncio.create_task(trickle())
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
+                answered.set()
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                body = await asyncio.wait_for(reader.readexactly(length), 30)
+            finally:
+                sender.cancel()
+                writer.close()
+            return int(head.split()[1]), body
+
+        holder = asyncio.create_task(slow())
+        await eventually(lambda: uploader.slots.used == PART)
+        # Alone, past its grace: still being read.
+        await asyncio.sleep(2.5)
+        assert not answered.is_set()
+        async with aiohttp.ClientSession() as session:
+            data = aiohttp.FormData()
+            data.add_field("file", os.urandom(2 * MIB), filename="waiting.bin")
+            resp = await asyncio.wait_for(
+                session.post(f"http://{server.host}:{server.port}/s3/upload", data=data), 60
+            )
+            waiting = await resp.json()
+        assert resp.status == 201, waiting
+        status, body = await holder
+    finally:
+        await server.close()
+    assert status == 408
+    assert b'"body_too_slow"' in body
+    assert await stored_keys(s3, bucket) == [waiting["files"][0]["key"]]
+    assert await open_uploads(s3, bucket) == []
+
+
 @pytest.mark.parametrize("memory_wait", [60.0, 0.5], ids=["waits-then-served", "busy"])
 async def test_exhausted_budget_is_not_ready_then_served_or_503_busy(
     make_s3_settings: Callable[..., S3Settings],

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from aiohttp.streams import EMPTY_PAYLOAD
 
-from s3svc.formdata import MAX_LINE, FormError, FormReader, boundary_of
+from s3svc.formdata import (
+    MAX_EPILOGUE,
+    MAX_LINE,
+    FormError,
+    FormReader,
+    boundary_of,
+)
 
 B = "x-B0undary"
 DELIM = b"\r\n--" + B.encode()
@@ -228,13 +234,32 @@ async def test_a_piece_of_file_data_is_handed_on_without_a_copy() -> None:
 
 async def test_close_delimiter_without_final_crlf_and_garbage_after_it() -> None:
     """The close delimiter may end the body without CRLF; whatever follows it (the epilogue,
-    even more delimiters) is never read."""
+    even more delimiters) is read to the body's end, so that the form ends only with a complete
+    HTTP message, and never parsed."""
     assert await parse(Pieces([body(part("a", b"1"), close=b"--" + B.encode() + b"--")])) == [
         ({"Content-Disposition": 'form-data; name="a"'}, b"1")
     ]
     source = Pieces([body(part("a", b"1")), b"garbage\r\n" + part("b", b"2") + b"--"])
     assert [h for h, _ in await parse(source)] == [{"Content-Disposition": 'form-data; name="a"'}]
-    assert source.taken == 1
+    assert source.taken == 2
+    assert source.at_eof()
+
+
+async def test_the_epilogue_is_bounded() -> None:
+    """More than MAX_EPILOGUE bytes after the close delimiter is a malformed form."""
+    ok = Pieces([body(part("a", b"1")), b"e" * (MAX_EPILOGUE - 10)])
+    assert len(await parse(ok)) == 1
+    too_long = Pieces([body(part("a", b"1")), b"e" * MAX_EPILOGUE, b"e" * 100])
+    with pytest.raises(FormError, match="after the form's close delimiter"):
+        await parse(too_long)
+
+
+async def test_a_parts_headers_are_bounded_in_total() -> None:
+    """Lines within MAX_LINE each, but more than MAX_HEADER_BYTES together: a malformed form."""
+    lines = b"".join(b"X-H%d: " % i + b"v" * 4000 + b"\r\n" for i in range(5))
+    source = Pieces([b"--" + B.encode() + b"\r\n" + lines + b"\r\n1\r\n--" + B.encode() + b"--"])
+    with pytest.raises(FormError, match="headers exceed"):
+        await parse(source)
 
 
 async def test_transport_padding_and_a_body_starting_with_crlf() -> None:

@@ -425,6 +425,43 @@ async def post_one_file(client: Client, disposition: str) -> aiohttp.ClientRespo
     )
 
 
+UNREADABLE = pytest.mark.parametrize(
+    "disposition",
+    [
+        "filename*=UTF-8''r%E9sum%E9.pdf",
+        "filename*=report.pdf",
+        'filename="a.txt"; filename="b.txt"',
+    ],
+    ids=["latin-1-bytes-said-utf-8", "no-charset", "filename-twice"],
+)
+
+
+# As in production, where aiohttp's warning is only a warning (this suite makes warnings errors).
+@pytest.mark.filterwarnings("ignore::aiohttp.multipart.BadContentDispositionParam")
+@pytest.mark.filterwarnings("ignore::aiohttp.multipart.BadContentDispositionHeader")
+@UNREADABLE
+async def test_a_filename_aiohttp_drops_with_a_warning_is_400(
+    client: Client, s3: Any, bucket: str, disposition: str
+) -> None:
+    """The field is not taken as a text value without its filename: 400, nothing stored."""
+    resp = await post_one_file(client, disposition)
+    assert (resp.status, (await resp.json())["error"]) == (400, "malformed_multipart")
+    assert await stored_keys(s3, bucket) == []
+
+
+@UNREADABLE
+async def test_a_file_field_whose_filename_cannot_be_read_is_400(
+    client: Client, s3: Any, bucket: str, disposition: str
+) -> None:
+    """aiohttp drops a filename it cannot read with a warning only; the field would then be a
+    text value and its file silently left out (a 201 without it, before): 400, nothing stored."""
+    resp = await post_one_file(client, disposition)
+    answer = await resp.json()
+    assert (resp.status, answer["error"]) == (400, "malformed_multipart"), answer
+    assert "cannot be read" in answer["message"]
+    assert await stored_keys(s3, bucket) == []
+
+
 @pytest.mark.parametrize(
     ("disposition", "key_name", "filename"),
     [
