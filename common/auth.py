@@ -35,9 +35,15 @@ def presented_key(request: web.Request) -> str | None:
 CALLER: web.RequestKey[str] = web.RequestKey("caller", str)
 
 
+def key_digest(key: str) -> str:
+    """sha256 hex of the key's bytes as sent (aiohttp decodes a header's non-UTF-8 bytes as
+    surrogates; they are encoded back, so such a key is simply wrong, not a 500)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def key_matches(key: str, digests: tuple[str, ...]) -> bool:
     """True if sha256(key) is one of ``digests``; every digest is compared (constant time)."""
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest().encode()
+    digest = key_digest(key).encode()
     found = False
     for d in digests:
         found |= hmac.compare_digest(digest, d.encode())
@@ -63,7 +69,7 @@ def auth_middleware(digests: tuple[str, ...], is_open: Callable[[web.Request], b
                 code="unauthorized",
                 headers={"WWW-Authenticate": 'Bearer realm="api"'},
             )
-        request[CALLER] = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        request[CALLER] = key_digest(key)
         return await handler(request)
 
     return middleware

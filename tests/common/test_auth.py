@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -67,6 +68,27 @@ async def test_bad_keys_get_401(
         body = await resp.json()
         assert body["error"] == "unauthorized"
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "header", [b"X-Api-Key: \xff", b"Authorization: Bearer caf\xe9"], ids=["api-key", "bearer"]
+)
+async def test_a_key_that_is_not_utf8_gets_401(
+    aiohttp_client: Callable[..., Any], header: bytes
+) -> None:
+    """aiohttp decodes such header bytes as surrogates, which hashing the key could not encode
+    (a 500 with a stack line, before): it is one more wrong key."""
+    client = await aiohttp_client(make_app())
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /demo/work HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n"
+        + header
+        + b"\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b'"unauthorized"' in answer
 
 
 @pytest.mark.parametrize(

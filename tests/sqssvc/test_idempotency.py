@@ -320,3 +320,25 @@ async def test_content_deduplication_queue_gets_no_made_up_id(
     )
     assert (await keyed.json())["dedup_id"] == scoped_digest("k", "")
     assert [m["Body"] for m in await drain(sqs, fifo_queue_url)] == ["same", "same"]
+
+
+async def test_send_batch_two_items_with_one_deduplication_id_send_nothing(
+    make_client: MakeClient, fifo_queue_url: str, sqs: Any
+) -> None:
+    """FIFO keeps one message per deduplication id: both were answered 200 and only the first
+    stored, before. Now 422 naming the second item, and nothing is sent."""
+    client = await make_client(fifo_queue_url)
+    messages = [
+        {"message": "order 7 created", "group_id": "o7", "deduplication_id": "o7"},
+        {"message": "order 7 paid", "group_id": "o7", "deduplication_id": "o7"},
+    ]
+    resp = await client.post("/sqs/send-batch", json={"messages": messages})
+    body = await resp.json()
+    assert (resp.status, body["error"]) == (422, "invalid_messages"), body
+    (error,) = body["errors"]
+    assert (error["index"], error["error"], error["field"]) == (
+        1,
+        "duplicate_deduplication_id",
+        "messages[1].deduplication_id",
+    )
+    assert await drain(sqs, fifo_queue_url) == []

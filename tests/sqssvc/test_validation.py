@@ -310,6 +310,20 @@ async def test_body_level_rules(client: Client) -> None:
     assert mismatches == []
 
 
+async def test_an_answer_repeats_at_most_200_characters_of_a_name(client: Client) -> None:
+    """A 3 MB unknown field or attribute name came back whole in the 422 (its message and
+    ``field``); the answer now clips what it repeats."""
+    for body in (
+        {"message": "x", "k" * 100_000: 1},
+        {"message": "x", "attributes": {"a" * 100_000: "v"}},
+    ):
+        resp = await client.post("/sqs/send", json=body)
+        answer = await resp.json()
+        assert resp.status == 422, answer
+        assert len(answer["field"]) <= 220
+        assert len(answer["message"]) <= 220
+
+
 async def test_lone_surrogate_is_refused(client: Client) -> None:
     """A lone surrogate escape is valid JSON text but no character SQS (or UTF-8) can carry."""
     got_status, body = await post_raw(client, "/sqs/send", b'{"message": "a\\ud800"}')
@@ -611,3 +625,18 @@ def test_openapi_idempotency_key_agrees_with_the_validator(key: str) -> None:
     assert documented is (refused is None)
     if refused is not None:
         assert (refused.status, refused.code) == (400, "invalid_idempotency_key")
+
+
+async def test_a_body_of_too_many_json_values_is_refused_unparsed(client: Client) -> None:
+    """A 16 MiB body of ``{}`` took sqssvc to 430 MB while it was parsed: more than
+    MAX_JSON_VALUES values is 413 before parsing; commas and brackets inside strings do not
+    count (a message of a million commas is sent)."""
+    from sqssvc.messages import MAX_JSON_VALUES
+
+    bomb = b'{"message":[' + b",".join([b"{}"] * (MAX_JSON_VALUES + 1)) + b"]}"
+    got_status, body = await post_raw(client, "/sqs/send", bomb)
+    assert (got_status, body["error"]) == (413, "payload_too_large")
+    assert "JSON values" in body["message"]
+    text = json.dumps({"message": '[{,\\"' * (MAX_JSON_VALUES // 2)}).encode()
+    got_status, body = await post_raw(client, "/sqs/send", text)
+    assert got_status == 200, body
