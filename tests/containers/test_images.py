@@ -297,13 +297,16 @@ def test_docker_stop_ends_sqssvc_with_status_0(start: Any, moto_url: str, queue:
 def task_definition(service: str, values: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stack's task definition of ``service`` and its container (the environment's
     references resolved with ``values``)."""
-    for resource in load_template()["Resources"].values():
+    template = load_template()
+    for resource in template["Resources"].values():
         if resource["Type"] == "AWS::ECS::TaskDefinition":
             task = resource["Properties"]
             for container in task["ContainerDefinitions"]:
                 if container["Name"] == service:
                     return task, container | {
-                        "Environment": resolve(container["Environment"], values)
+                        "Environment": resolve(
+                            container["Environment"], values, template["Conditions"]
+                        )
                     }
     raise LookupError(service)
 
@@ -331,6 +334,8 @@ async def test_container_runs_as_its_task_definition_says(
         "S3AppLogGroup": log_group,
         "MessageQueue": queue,
         "SqsAppLogGroup": log_group,
+        "AWS::StackName": "containers",
+        "ApiKeysSha256": "",  # an open stack (AllowAnonymous): the checks send no key
     }
     task, container = task_definition(service, values)
     assert container["ReadonlyRootFilesystem"] is True

@@ -33,27 +33,38 @@ def drip_head(port: int) -> bytes:
     ).encode()
 
 
-async def drip(host: str, port: int, answered: asyncio.Event) -> tuple[int, bytes]:
-    """Send 300 bytes, then 10 bytes every 0.5 s (20 B/s) until the server answers."""
+async def drip(
+    host: str,
+    port: int,
+    answered: asyncio.Event,
+    *,
+    head: bytes | None = None,
+    first: bytes = b"d" * 300,
+    piece: bytes = b"d" * 10,
+    every: float = 0.5,
+) -> tuple[int, bytes]:
+    """Send ``head`` (``drip_head``'s by default) and ``first``, then ``piece`` every ``every``
+    seconds (20 B/s by default) until the server answers."""
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(drip_head(port) + b"d" * 300)
+    writer.write((head or drip_head(port)) + first)
 
     async def trickle() -> None:
         with contextlib.suppress(ConnectionError):
             while True:
-                await asyncio.sleep(0.5)
-                writer.write(b"d" * 10)
+                await asyncio.sleep(every)
+                writer.write(piece)
                 await writer.drain()
 
     sender = asyncio.create_task(trickle())
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
-        body = await asyncio.wait_for(reader.read(), 30)
+        status_and_headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
+        answered.set()
+        length = status_and_headers.lower().split(b"content-length:")[1].split(b"\r\n")[0]
+        body = await asyncio.wait_for(reader.readexactly(int(length)), 30)
     finally:
         sender.cancel()
         writer.close()
-    answered.set()
-    return int(head.split()[1]), body
+    return int(status_and_headers.split()[1]), body
 
 
 async def test_drips_hold_no_part_and_are_cut_off(
@@ -105,30 +116,17 @@ async def test_a_slow_slot_holder_gives_way_to_a_waiting_upload(
     answered = asyncio.Event()
     try:
         uploader = server.app[UPLOADER]
-        reader, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(drip_head(server.port).replace(b"100000", b"%d" % (8 * MIB)))
-        writer.write(b"s" * (MIB + 100 * 1024))
-
-        async def slow() -> tuple[int, bytes]:
-            async def trickle() -> None:
-                with contextlib.suppress(ConnectionError):
-                    while True:
-                        await asyncio.sleep(0.2)
-                        writer.write(b"s" * 1000)
-                        await writer.drain()
-
-            sender = asyncio.create_task(trickle())
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
-                answered.set()
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                body = await asyncio.wait_for(reader.readexactly(length), 30)
-            finally:
-                sender.cancel()
-                writer.close()
-            return int(head.split()[1]), body
-
-        holder = asyncio.create_task(slow())
+        head = drip_head(server.port).replace(b"100000", b"%d" % (8 * MIB))
+        slowly = drip(
+            server.host,
+            server.port,
+            answered,
+            head=head,
+            first=b"s" * (MIB + 100 * 1024),
+            piece=b"s" * 1000,
+            every=0.2,
+        )
+        holder = asyncio.create_task(slowly)
         await eventually(lambda: uploader.slots.used == PART)
         # Alone, past its grace: still being read.
         await asyncio.sleep(2.5)
