@@ -229,9 +229,17 @@ def create_app(settings: SqsSettings) -> web.Application:
             batcher = Batcher(app[SQS_CLIENT], queue_url, BatcherConfig.from_settings(settings))
             app[BATCHER] = batcher
             yield
-            await batcher.close(settings.drain_seconds)
+            await batcher.close(settings.drain_seconds)  # done already, unless startup failed
+
+        async def close_batcher(app: web.Application) -> None:
+            # aiohttp's on_shutdown runs before it waits for and cancels the handlers left
+            # after the grace period: closing here answers their callers 503 shutting_down;
+            # from the cleanup context, the cancelled handlers' clients got an empty reply.
+            if BATCHER in app:
+                await app[BATCHER].close(settings.drain_seconds)
 
         app.cleanup_ctx.append(batcher_ctx)
+        app.on_shutdown.append(close_batcher)
     base = settings.common.base_path
     app.router.add_post(f"{base}/send", send, expect_handler=defer_continue)
     app.router.add_post(f"{base}/send-batch", send_batch, expect_handler=defer_continue)

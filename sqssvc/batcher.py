@@ -194,6 +194,7 @@ class Batcher:
         self._retries: set[_Retry] = set()
         self._pump_handle: asyncio.Handle | None = None
         self._closing = False
+        self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
         self.stats = BatcherStats()
@@ -246,8 +247,10 @@ class Batcher:
         """Refuse new messages, send what is queued, wait for batches in flight.
 
         After ``timeout`` seconds whatever is left is failed (503 ``shutting_down``) and in-flight
-        calls are cancelled, so shutdown always ends.
+        calls are cancelled, so shutdown always ends. A second call returns at once.
         """
+        if self._closed:
+            return
         self._closing = True
         self._schedule_pump()
         try:
@@ -266,6 +269,7 @@ class Batcher:
             for task in list(self._in_flight):
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._closed = True
         log.info("batcher_closed", **vars(self.stats))
 
     @staticmethod

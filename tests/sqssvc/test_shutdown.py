@@ -107,3 +107,44 @@ async def test_sigterm_under_load_loses_no_acknowledged_message(
     ]
     assert "shutdown_started" in events
     assert "batcher_closed" in events
+
+
+async def test_a_send_stuck_on_a_stalled_sqs_at_shutdown_gets_503(
+    moto_url: str, service_env: dict[str, str], tmp_path: Path, queue_url: str
+) -> None:
+    """SQS takes the SendMessageBatch and never answers; SIGTERM comes, the grace period
+    passes. The caller gets ``503 shutting_down`` (it may retry with its idempotency key). The
+    batcher used to be closed after aiohttp had cancelled the handler, whose client then got
+    an empty reply (a 502 behind the ALB)."""
+
+    def stalled(call: Call) -> Fault | None:
+        return Fault(stall=True) if call.target == "AmazonSQS.SendMessageBatch" else None
+
+    async with fault_proxy(moto_url, stalled) as proxy:
+        env = dict(
+            service_env,
+            AWS_ENDPOINT_URL=proxy.url,
+            QUEUE_URL=queue_url,
+            SHUTDOWN_GRACE_SECONDS="1",
+            SQS_DRAIN_SECONDS="1",
+            SQS_READ_TIMEOUT="60",
+        )
+        svc = ServiceProcess("sqssvc", env, tmp_path / "sqssvc.log")
+        await asyncio.to_thread(svc.start)
+        try:
+            async with aiohttp.ClientSession() as session:
+                send = asyncio.ensure_future(
+                    session.post(svc.url + "/sqs/send", json={"message": "stuck"})
+                )
+                deadline = time.monotonic() + 30
+                while not any(c.target == "AmazonSQS.SendMessageBatch" for c in proxy.calls):
+                    assert time.monotonic() < deadline, svc.output()[-2000:]
+                    await asyncio.sleep(0.02)
+                svc.signal(signal.SIGTERM)
+                resp = await asyncio.wait_for(send, 30)
+                answer = await resp.json()
+                code = await asyncio.to_thread(svc.wait, 30)
+        finally:
+            svc.stop()
+    assert (resp.status, answer["error"]) == (503, "shutting_down"), answer
+    assert code == 0, svc.output()[-3000:]
