@@ -54,8 +54,8 @@ SCHEMA: dict[str, str] = {
     "latency_ms": "time from request to response, in ms",
     "bytes_in": "request body size: Content-Length, or the bytes read of a chunked body",
     "bytes_out": "response body size",
-    "client_ip": "last `X-Forwarded-For` entry (the one the ALB adds; earlier entries are the "
-    "client's own, and forgeable), else the peer",
+    "client_ip": "last `X-Forwarded-For` entry when it is an address (the one the ALB adds; "
+    "earlier entries are the client's own, and forgeable), else the peer",
     # failures
     "error": "the stable error code of a failed request (on its access line too)",
     "message": "the error's human message",

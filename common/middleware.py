@@ -42,6 +42,8 @@ from common.responses import (
 
 # The metrics a handler adds to its request's access line.
 REQUEST_METRICS: web.RequestKey[Metrics] = web.RequestKey("metrics", dict)
+# What an IPv4 or IPv6 address may be made of (as the ALB writes them).
+_ADDRESS_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 # The HTTP versions served; the parser refuses other majors but takes 0.9 and 2.0.
 _HTTP_1 = frozenset({HttpVersion10, HttpVersion11})
 
@@ -87,7 +89,9 @@ def client_ip(request: web.BaseRequest) -> str | None:
     """
     forwarded = request.headers.get("X-Forwarded-For")
     if forwarded:
-        return forwarded.rsplit(",", 1)[-1].strip() or request.remote
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if _ADDRESS_RE.fullmatch(last):  # else not the ALB's: no text of the client's logged
+            return last
     return request.remote
 
 

@@ -8,11 +8,11 @@ refused.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
 from aiohttp import web
+
+from common.render import render_json
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -47,16 +47,10 @@ def code_for(status: int) -> str:
 
 
 def json_body(data: Any) -> bytes:
-    """``data`` as JSON bytes, serialised with orjson.
-
-    A string orjson refuses (a lone surrogate, e.g. from a ``\\ud800`` escape in a JSON key that
-    an error names) is written as a ``\\u`` escape by the standard library instead: an answer
-    must never turn into aiohttp's plain-text 500.
-    """
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        return json.dumps(data, ensure_ascii=True, default=str).encode()
+    """``data`` as JSON bytes, as log lines are rendered (:func:`common.render.render_json`): a
+    string orjson refuses (a lone surrogate, e.g. from a ``\\ud800`` escape in a JSON key that an
+    error names) never turns an answer into aiohttp's plain-text 500."""
+    return render_json(data)
 
 
 def json_response(

@@ -132,7 +132,11 @@ def test_a_value_orjson_cannot_render_is_still_written(capsys: pytest.CaptureFix
     get_logger("common.middleware").info("request", bytes_in=2**64)
     (line,) = lines(capsys.readouterr().out)
     assert line["bytes_in"] == 2**64
-    assert json.loads(render_json({"x": "\ud800"}))["x"] == "\ud800"
+    # A lone surrogate (a non-UTF-8 header byte) becomes U+FFFD: strict parsers refuse its escape.
+    assert json.loads(render_json({"x": "\udcff", "\ud800": ["a\ud800"]})) == {
+        "x": "\ufffd",
+        "\ufffd": ["a\ufffd"],
+    }
 
 
 async def test_production_split_one_ingestion_path(

@@ -101,6 +101,34 @@ async def test_body_over_client_max_size_is_413_json(aiohttp_client: Callable[..
     assert (await resp.json())["error"] == "payload_too_large"
 
 
+@pytest.mark.parametrize(
+    ("forwarded", "logged"),
+    [
+        ("203.0.113.9, 10.0.0.1", "10.0.0.1"),
+        ('10.9.8.7 admin {"level":"error"}, 2001:db8::7', "2001:db8::7"),
+        ("203.0.113.9, not-an-address", "127.0.0.1"),
+    ],
+    ids=["alb-appended", "forged-first-entry", "no-address-last"],
+)
+async def test_client_ip_is_the_entry_the_alb_appended(
+    aiohttp_client: Callable[..., Any],
+    capsys: pytest.CaptureFixture[str],
+    forwarded: str,
+    logged: str,
+) -> None:
+    """The ALB appends the address it saw to what the client sent: only the last entry is its
+    word (the first, logged before, was the client's, forgeable); a last entry that is no
+    address is not the ALB's, and the peer is logged."""
+    from common.logging import configure_logging
+
+    configure_logging(common_settings("demo", AwsSettings(), "/demo"))
+    client = await aiohttp_client(make_app())
+    await client.get("/demo/busy", headers={"X-Forwarded-For": forwarded})
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    (line,) = [x for x in lines if x["event"] == "request"]
+    assert line["client_ip"] == logged
+
+
 async def test_one_access_line_per_request(
     aiohttp_client: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

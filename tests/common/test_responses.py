@@ -22,7 +22,8 @@ async def ready(_: web.Application) -> str | None:
 async def test_error_naming_a_lone_surrogate_is_still_json(
     aiohttp_client: Callable[..., Any],
 ) -> None:
-    """orjson refuses a lone surrogate; the answer is still the JSON error shape, escaped."""
+    """orjson refuses a lone surrogate; the answer is still the JSON error shape, the surrogate
+    replaced by U+FFFD (its escape, written before, is refused by strict parsers)."""
     app = create_base_app(common_settings("demo", AwsSettings(), "/demo"), ready)
 
     async def unencodable(_: web.Request) -> web.Response:
@@ -40,5 +41,5 @@ async def test_error_naming_a_lone_surrogate_is_still_json(
     assert resp.status == 422
     assert resp.content_type == "application/json"
     body = json.loads(await resp.read())
-    assert (body["error"], body["field"]) == ("unknown_field", "$.\ud800")
+    assert (body["error"], body["field"]) == ("unknown_field", "$.\ufffd")
     assert body["request_id"] == resp.headers["X-Request-ID"]
