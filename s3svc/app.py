@@ -87,6 +87,7 @@ _CHARSETS = frozenset({"", "utf-8", "iso-8859-1"})
 # repeated filename) with a warning only, which would make a file a text field, silently.
 _NAMING_PARAMS = frozenset({"name", "name*", "filename", "filename*"})
 _PARAM_NAME = re.compile(r";\s*([^\s=;\"]+)\s*=")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _MEDIA_TYPE_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
 )
@@ -118,8 +119,11 @@ class _Field:
             # A parameter aiohttp cannot read it drops with a warning (raised where warnings
             # are errors): either way the field's name or filename is lost, a 400 too.
             _, params = parse_content_disposition(raw)
-            given = {n.lower() for n in _PARAM_NAME.findall(raw or "")}
-            if _NAMING_PARAMS.intersection(given).difference(params):
+            # Parameter names outside quoted values; an unreadable filename* (name*) with a
+            # readable filename (name) is fine: RFC 6266 falls back to the plain one.
+            given = {n.lower() for n in _PARAM_NAME.findall(_QUOTED.sub('""', raw or ""))}
+            lost = _NAMING_PARAMS.intersection(given).difference(params)
+            if any(p.removesuffix("*") not in params for p in lost):
                 raise BadContentDispositionParam(raw or "")
             self.name = content_disposition_filename(params, "name")
             filename = content_disposition_filename(params, "filename")

@@ -39,12 +39,17 @@ class MemoryBudget:
         self.meter = meter or Meter()
         self.used = 0
         self.peak = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._waiters: deque[tuple[int, asyncio.Future[None], float]] = deque()
 
     @property
     def waiting(self) -> bool:
         """True while some reservation waits: the budget is exhausted for now."""
-        return any(not fut.done() for _, fut in self._waiters)
+        return any(not fut.done() for _, fut, _ in self._waiters)
+
+    def longest_wait(self) -> float:
+        """Seconds the oldest reservation still waiting has waited (0: none waits)."""
+        now = asyncio.get_running_loop().time()
+        return max((now - since for _, fut, since in self._waiters if not fut.done()), default=0.0)
 
     async def acquire(self, n: int) -> None:
         """Reserve ``n`` bytes; ``Unavailable`` (503 ``busy``) when they do not fit in time."""
@@ -53,8 +58,9 @@ class MemoryBudget:
         if not self._waiters and self.used + n <= self.limit:
             self._take(n)
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((n, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append((n, fut, loop.time()))
         try:
             async with asyncio.timeout(self.wait):
                 await fut
@@ -93,7 +99,7 @@ class MemoryBudget:
 
     def _wake(self) -> None:
         while self._waiters:
-            n, fut = self._waiters[0]
+            n, fut, _ = self._waiters[0]
             if fut.done():
                 self._waiters.popleft()
                 continue

@@ -18,6 +18,7 @@ ENV_PART_SIZE = "PART_SIZE"
 ENV_MAX_INFLIGHT = "UPLOAD_MAX_INFLIGHT_PARTS"
 ENV_MEMORY_BUDGET = "UPLOAD_MEMORY_BUDGET"
 ENV_MEMORY_WAIT = "UPLOAD_MEMORY_WAIT"
+ENV_SLOT_MIN_RATE = "UPLOAD_SLOT_MIN_RATE"
 ENV_MAX_UPLOAD = "MAX_UPLOAD_BYTES"
 ENV_MAX_FILES = "MAX_FILES"
 ENV_ALLOWED_TYPES = "ALLOWED_CONTENT_TYPES"
@@ -61,6 +62,9 @@ class S3Settings:
     # ALB's idle timeout (the stack's: 120 s), during which the client's connection carries
     # nothing.
     memory_wait: float = 20.0
+    # Bytes/s a file holding a part buffer must send (per second spent waiting for its client)
+    # once another upload has waited half of memory_wait for one; 0: never cut (s3svc/upload.py).
+    slot_min_rate: int = 16 * 1024
     max_upload_bytes: int = 5 * GIB
     max_files: int = 10
     allowed_content_types: tuple[str, ...] = ()
@@ -172,6 +176,14 @@ class S3Settings:
                 lo=0.1,
                 hi=3600.0,
                 doc="seconds an upload may wait for upload memory before it is answered 503 busy",
+            ),
+            slot_min_rate=env.size(
+                ENV_SLOT_MIN_RATE,
+                d.slot_min_rate,
+                lo=0,
+                hi=GIB,
+                doc="bytes/s a file holding a part buffer must send while other uploads wait for "
+                "one (0: off)",
             ),
             max_upload_bytes=max_upload,
             max_files=env.integer(

@@ -63,10 +63,6 @@ _T = TypeVar("_T")
 READ_CHUNK = 256 * 1024
 # A buffer may grow this far without a part slot: small files never wait for a whole part.
 SLOT_THRESHOLD = 1024 * 1024
-# While another upload waits for a slot, one that holds a slot must fill it at least this fast
-# (bytes per second of waiting for its client, after the body's rate grace): else 31 clients
-# dripping at the body's minimum rate could hold a whole budget's slots for hours.
-SLOT_MIN_RATE = 64 * 1024
 # Abort must finish even while the request is being cancelled; bound it so shutdown cannot hang.
 ABORT_TIMEOUT = 10.0
 # How far S3's clock may be behind ours when telling our stray uploads from another task's.
@@ -658,20 +654,25 @@ class _FileWriter:
             view = view[len(take) :]
 
     def paced(self, waited: float, grace: float) -> None:
-        """Count ``waited`` seconds spent waiting for the client's next chunk. A slot's holder
-        that another upload waits for, and that after ``grace`` seconds of waiting has sent
-        less than ``SLOT_MIN_RATE`` per second of it, gives the slot up: 408."""
-        if not self.slot.n:
+        """Count ``waited`` seconds spent waiting for the client's next chunk.
+
+        Once another upload has waited half of ``UPLOAD_MEMORY_WAIT`` for a slot, a holder that
+        after ``grace`` seconds of waiting for its client has sent less than
+        ``UPLOAD_SLOT_MIN_RATE`` per second of it gives its slot up (408): else 31 clients at
+        the body's minimum rate (240 B/s) could hold a whole budget's slots for hours.
+        """
+        rate = self.up.settings.slot_min_rate
+        if not self.slot.n or not rate:
             return
         self.slot_waited += waited
         if (
-            self.up.slots.waiting
-            and self.slot_waited > grace
-            and self.slot_bytes < SLOT_MIN_RATE * self.slot_waited
+            self.slot_waited > grace
+            and self.slot_bytes < rate * self.slot_waited
+            and self.up.slots.longest_wait() >= self.up.settings.memory_wait / 2
         ):
             raise RequestTimeout(
-                f"the request body arrived slower than {SLOT_MIN_RATE} bytes/s while other "
-                "uploads waited for its part buffer; the request was given up",
+                f"the request body arrived slower than {rate} bytes/s while other uploads "
+                "waited for its part buffer; the request was given up",
                 code="body_too_slow",
             )
 

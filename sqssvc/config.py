@@ -16,8 +16,8 @@ Every variable, its default and meaning:
 - ``SQS_MAX_MESSAGE_BYTES`` (1MiB, 1KiB-1MiB): largest body + attributes accepted; set it to the
   queue's ``MaximumMessageSize`` if that is lower.
 - ``MAX_BATCH_MESSAGES`` (100, 1-1000): messages per ``/send-batch`` request.
-- ``MAX_REQUEST_BYTES`` (16MiB): largest request body (JSON escaping makes it larger than the
-  message itself).
+- ``MAX_REQUEST_BYTES`` (4MiB): largest request body (JSON escaping makes it larger than the
+  message itself; parsed, a body takes up to ``JSON_MEMORY_FACTOR`` times its size).
 - ``SQS_DRAIN_SECONDS`` (4): at shutdown, after in-flight requests finished, how long to wait for
   batches still being sent.
 - ``SQS_READ_TIMEOUT`` (15, 1-120): seconds the SQS client waits for an answer (instead of
@@ -59,6 +59,11 @@ ENV_CONTENT_DEDUP = "SQS_CONTENT_DEDUPLICATION"
 # SQS's own limits: 10 entries per batch call, 1 MiB per message and per batch call.
 SQS_BATCH_LIMIT = 10
 SQS_MAX_MESSAGE_BYTES = MIB
+# Parsed JSON takes up to this many times the bytes of its text (nested empty arrays and
+# objects: 56-64 bytes of Python each for 2-4 bytes of text; tests/sqssvc measure it). A body
+# is parsed whole on the event loop, one at a time, so MAX_REQUEST_BYTES times this, plus
+# SQS_MAX_PENDING_BYTES, is what sqssvc's memory must hold (a 16 MiB body of {} took 430 MB).
+JSON_MEMORY_FACTOR = 32
 SQS_MAX_BATCH_BYTES = MIB
 
 _QUEUE_URL_RE = re.compile(r"^https?://[^\s/]+(/[^\s/]+)*/[A-Za-z0-9_-]{1,80}(\.fifo)?\Z")
@@ -79,7 +84,7 @@ class SqsSettings:
     retry_cap: float = 2.0
     max_message_bytes: int = SQS_MAX_MESSAGE_BYTES
     max_batch_messages: int = 100
-    max_request_bytes: int = 16 * MIB
+    max_request_bytes: int = 4 * MIB
     drain_seconds: float = 4.0
     read_timeout: float = 15.0
     content_deduplication: bool = False

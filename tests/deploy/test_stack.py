@@ -88,6 +88,20 @@ def test_task_environment_is_valid_for_the_service(service: str) -> None:
     assert alarm == settings.common.metrics_namespace
 
 
+def test_sqssvc_memory_holds_its_queue_and_the_largest_parse() -> None:
+    """The task's memory covers the interpreter, the messages waiting (SQS_MAX_PENDING_BYTES)
+    and one body of MAX_REQUEST_BYTES parsed (JSON_MEMORY_FACTOR times its size): with the old
+    16 MiB default, one body of ``{}`` could take more than the 512 MiB task had."""
+    from sqssvc.config import JSON_MEMORY_FACTOR
+
+    interpreter = 128 * 2**20  # sqssvc's RSS once started and warm is ~80-120 MiB
+    settings = SqsSettings.from_env(task_env("sqssvc"))
+    need = (
+        interpreter + settings.max_pending_bytes + JSON_MEMORY_FACTOR * settings.max_request_bytes
+    )
+    assert need <= int(props("SqsTaskDefinition")["Memory"]) * 2**20
+
+
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_api_keys_reach_the_service_when_given(service: str) -> None:
     """``ApiKeysSha256`` becomes the service's API_KEYS_SHA256; empty, no key is asked for (and

@@ -102,15 +102,21 @@ async def test_drips_hold_no_part_and_are_cut_off(
     assert await open_uploads(s3, bucket) == []
 
 
+@pytest.mark.parametrize("slot_min_rate", [16 * 1024, 0], ids=["cut", "rule-off"])
 async def test_a_slow_slot_holder_gives_way_to_a_waiting_upload(
-    make_s3_settings: Callable[..., S3Settings], s3: Any, bucket: str
+    make_s3_settings: Callable[..., S3Settings], s3: Any, bucket: str, slot_min_rate: int
 ) -> None:
-    """An upload sends 1.1 MiB (so it holds the only part slot), then 5 KB/s: fast enough for
-    the body's minimum rate, far below SLOT_MIN_RATE. Alone it keeps its slot (a slow client
-    is served); once a 2 MiB upload waits for that slot, it is cut off (408) and the other is
-    stored. Before, slow holders kept every slot for hours and the others got 503 busy."""
-    settings = make_s3_settings(memory_budget=2 * PART, memory_wait=60.0)
-    settings = replace(settings, common=replace(settings.common, body_rate_grace=1.0))
+    """An upload sends 1 MiB + 1 KiB (so it holds the only part slot), then 5 KB/s: fast enough for
+    the body's minimum rate, below UPLOAD_SLOT_MIN_RATE. Alone it keeps its slot (a slow client
+    is served); once a 2 MiB upload has waited half of UPLOAD_MEMORY_WAIT for that slot, it is
+    cut off (408) and the other is stored. Before, slow holders kept every slot for hours and
+    the others got 503 busy, as they still do with the rule off (UPLOAD_SLOT_MIN_RATE=0)."""
+    settings = make_s3_settings(memory_budget=2 * PART, memory_wait=6.0)
+    settings = replace(
+        settings,
+        slot_min_rate=slot_min_rate,
+        common=replace(settings.common, body_rate_grace=1.0),
+    )
     server: Any = TestServer(create_app(settings))
     await server.start_server()
     answered = asyncio.Event()
@@ -122,7 +128,7 @@ async def test_a_slow_slot_holder_gives_way_to_a_waiting_upload(
             server.port,
             answered,
             head=head,
-            first=b"s" * (MIB + 100 * 1024),
+            first=b"s" * (MIB + 1024),  # just past the threshold: the slot is taken
             piece=b"s" * 1000,
             every=0.2,
         )
@@ -138,13 +144,19 @@ async def test_a_slow_slot_holder_gives_way_to_a_waiting_upload(
                 session.post(f"http://{server.host}:{server.port}/s3/upload", data=data), 60
             )
             waiting = await resp.json()
-        assert resp.status == 201, waiting
-        status, body = await holder
+        if slot_min_rate:
+            assert resp.status == 201, waiting
+            status, body = await holder
+        else:
+            assert (resp.status, waiting["error"]) == (503, "busy")
+            assert not answered.is_set()  # the slow holder is still being served
+            holder.cancel()
     finally:
         await server.close()
-    assert status == 408
-    assert b'"body_too_slow"' in body
-    assert await stored_keys(s3, bucket) == [waiting["files"][0]["key"]]
+    if slot_min_rate:
+        assert status == 408
+        assert b'"body_too_slow"' in body
+        assert await stored_keys(s3, bucket) == [waiting["files"][0]["key"]]
     assert await open_uploads(s3, bucket) == []
 
 

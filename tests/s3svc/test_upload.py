@@ -449,6 +449,26 @@ async def test_a_filename_aiohttp_drops_with_a_warning_is_400(
     assert await stored_keys(s3, bucket) == []
 
 
+@pytest.mark.filterwarnings("ignore::aiohttp.multipart.BadContentDispositionParam")
+@pytest.mark.parametrize(
+    ("disposition", "filename"),
+    [
+        ('filename="a.txt"; filename*="UTF-8\'\'b.txt"', "a.txt"),
+        ('filename="x; name*=y.txt"', "x; name*=y.txt"),
+    ],
+    ids=["unreadable-filename*-falls-back", "parameter-text-inside-quotes"],
+)
+async def test_readable_filenames_are_not_refused(
+    client: Client, disposition: str, filename: str
+) -> None:
+    """RFC 6266: a filename* the reader cannot use falls back to filename; a quoted value that
+    looks like a parameter is a value (both were 400s of the first version of the check)."""
+    resp = await post_one_file(client, disposition)
+    answer = await resp.json()
+    assert resp.status == 201, answer
+    assert answer["files"][0]["filename"] == filename
+
+
 @UNREADABLE
 async def test_a_file_field_whose_filename_cannot_be_read_is_400(
     client: Client, s3: Any, bucket: str, disposition: str

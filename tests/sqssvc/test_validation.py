@@ -627,16 +627,23 @@ def test_openapi_idempotency_key_agrees_with_the_validator(key: str) -> None:
         assert (refused.status, refused.code) == (400, "invalid_idempotency_key")
 
 
-async def test_a_body_of_too_many_json_values_is_refused_unparsed(client: Client) -> None:
-    """A 16 MiB body of ``{}`` took sqssvc to 430 MB while it was parsed: more than
-    MAX_JSON_VALUES values is 413 before parsing; commas and brackets inside strings do not
-    count (a message of a million commas is sent)."""
-    from sqssvc.messages import MAX_JSON_VALUES
+@pytest.mark.parametrize("shape", ["{}", "[]", "[[]]", '{"a":{}}', '"ab"', "1.5", "0"])
+def test_parsed_json_stays_within_the_memory_factor(shape: str) -> None:
+    """The densest shapes JSON has (nested empty arrays and objects: 56-64 bytes of Python for
+    2-4 bytes of text) take at most JSON_MEMORY_FACTOR times their text once parsed: the factor
+    that sizes MAX_REQUEST_BYTES against the task's memory (tests/deploy/test_stack.py). A 16 MiB
+    body of ``{}`` took sqssvc to 430 MB under the old 16 MiB default."""
+    import tracemalloc
 
-    bomb = b'{"message":[' + b",".join([b"{}"] * (MAX_JSON_VALUES + 1)) + b"]}"
-    got_status, body = await post_raw(client, "/sqs/send", bomb)
-    assert (got_status, body["error"]) == (413, "payload_too_large")
-    assert "JSON values" in body["message"]
-    text = json.dumps({"message": '[{,\\"' * (MAX_JSON_VALUES // 2)}).encode()
-    got_status, body = await post_raw(client, "/sqs/send", text)
-    assert got_status == 200, body
+    from sqssvc.config import JSON_MEMORY_FACTOR
+    from sqssvc.messages import parse_json
+
+    raw = b'{"message":[' + b",".join([shape.encode()] * (MIB // (len(shape) + 1))) + b"]}"
+    tracemalloc.start()
+    try:
+        parsed = parse_json(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parsed["message"]
+    assert peak <= JSON_MEMORY_FACTOR * len(raw)
