@@ -34,6 +34,14 @@ class Outcome:
     error: str | None = None
 
 
+def sqssvc_through(
+    proxy_url: str, service_env: dict[str, str], queue_url: str, tmp_path: Path, **env: str
+) -> ServiceProcess:
+    """``python -m sqssvc`` (not started) on ``queue_url``, calling SQS through the proxy."""
+    full = dict(service_env, AWS_ENDPOINT_URL=proxy_url, QUEUE_URL=queue_url, **env)
+    return ServiceProcess("sqssvc", full, tmp_path / "sqssvc.log")
+
+
 async def test_sigterm_under_load_loses_no_acknowledged_message(
     moto_url: str, service_env: dict[str, str], tmp_path: Path, sqs: Any, queue_url: str
 ) -> None:
@@ -43,13 +51,9 @@ async def test_sigterm_under_load_loses_no_acknowledged_message(
         return Fault(delay=0.2) if call.target == "AmazonSQS.SendMessageBatch" else None
 
     async with fault_proxy(moto_url, slow_batches) as proxy:
-        env = dict(
-            service_env,
-            AWS_ENDPOINT_URL=proxy.url,
-            QUEUE_URL=queue_url,
-            SHUTDOWN_GRACE_SECONDS="10",
+        svc = sqssvc_through(
+            proxy.url, service_env, queue_url, tmp_path, SHUTDOWN_GRACE_SECONDS="10"
         )
-        svc = ServiceProcess("sqssvc", env, tmp_path / "sqssvc.log")
         await asyncio.to_thread(svc.start)
         outcomes: list[Outcome] = []
         exited = asyncio.Event()
@@ -121,15 +125,15 @@ async def test_a_send_stuck_on_a_stalled_sqs_at_shutdown_gets_503(
         return Fault(stall=True) if call.target == "AmazonSQS.SendMessageBatch" else None
 
     async with fault_proxy(moto_url, stalled) as proxy:
-        env = dict(
+        svc = sqssvc_through(
+            proxy.url,
             service_env,
-            AWS_ENDPOINT_URL=proxy.url,
-            QUEUE_URL=queue_url,
+            queue_url,
+            tmp_path,
             SHUTDOWN_GRACE_SECONDS="1",
             SQS_DRAIN_SECONDS="1",
             SQS_READ_TIMEOUT="60",
         )
-        svc = ServiceProcess("sqssvc", env, tmp_path / "sqssvc.log")
         await asyncio.to_thread(svc.start)
         try:
             async with aiohttp.ClientSession() as session:
