@@ -116,11 +116,11 @@ class _Field:
                 )
         try:
             # What the charset check lets through still decodes strictly: a 400, not a 500.
-            # A parameter aiohttp cannot read it drops with a warning (raised where warnings
-            # are errors): either way the field's name or filename is lost, a 400 too.
+            # A parameter aiohttp cannot read it drops with a warning, so the names given
+            # (outside quoted values) are checked against what it kept: a lost name or filename
+            # is a 400, but a lost filename* (name*) beside a plain one falls back to it (RFC
+            # 6266). Where warnings are errors (the test suite), aiohttp raises instead: a 400.
             _, params = parse_content_disposition(raw)
-            # Parameter names outside quoted values; an unreadable filename* (name*) with a
-            # readable filename (name) is fine: RFC 6266 falls back to the plain one.
             given = {n.lower() for n in _PARAM_NAME.findall(_QUOTED.sub('""', raw or ""))}
             lost = _NAMING_PARAMS.intersection(given).difference(params)
             if any(p.removesuffix("*") not in params for p in lost):

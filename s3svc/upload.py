@@ -339,9 +339,10 @@ class Uploader:
                 started = loop.time()
                 if not (chunk := await clock.chunk(part.read_chunk(READ_CHUNK))):
                     break
-                writer.paced(loop.time() - started, clock.pace.grace)
                 limit.add(len(chunk))
                 await writer.add(chunk)
+                # After the chunk counts: the wait is judged with the bytes it brought.
+                writer.paced(loop.time() - started, clock.pace.grace)
             return await writer.finish()
         except BaseException:
             await asyncio.shield(self._track(asyncio.ensure_future(writer.discard())))
